@@ -1,0 +1,47 @@
+# hf-recipes. On a fresh machine, `make demo` and `make test` do all the set-up themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Pinned so pip/uv take the CPU build (from a local wheel folder where there is one) instead of a multi-GB CUDA
+# build. On a GPU machine: make install TORCH=torch
+TORCH  ?= torch==2.13.0
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+LYRICS ?=
+
+.PHONY: install demo test sentiment lyrics instruct bench clean
+
+install:
+	$(PYTHON) -m venv $(VENV)
+	# uv installs the ~70 dependencies in seconds; plain pip is the fallback.
+	@if $(BIN)/python -m pip install -q uv; then \
+		$(BIN)/uv pip install --python $(BIN)/python $(WHEELS) "$(TORCH)" -e ".[dev]"; \
+	else \
+		$(BIN)/python -m pip install $(WHEELS) "$(TORCH)" -e ".[dev]"; \
+	fi
+	@touch $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(MAKE) install
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/hf-recipes demo $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest $(ARGS)
+
+sentiment: $(STAMP)
+	$(BIN)/hf-recipes train sentiment $(ARGS)
+
+lyrics: $(STAMP)
+	$(BIN)/hf-recipes train lyrics $(if $(LYRICS),--train_file $(LYRICS)) $(ARGS)
+
+instruct: $(STAMP)
+	$(BIN)/hf-recipes train instruct $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sentiment.py $(ARGS)
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,128 @@
+"""The ``hf-recipes`` command.
+
+    hf-recipes train RECIPE [--config FILE.yaml] [--any_argument value ...]
+    hf-recipes demo [RECIPE ...]
+    hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
+    hf-recipes list
+
+Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file.
+Errors print one line (``error: ...``) and exit non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hf_recipes.errors import RecipeError
+
+
+def read_lines(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise RecipeError(f"file not found: {path}")
+    try:
+        return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise RecipeError(f"file is not UTF-8 text: {path}") from None
+
+
+def cmd_train(opts, extra: list[str]) -> int:
+    import recipes
+
+    recipe = recipes.get(opts.recipe)
+    metrics = recipe.run(opts.config, extra)
+    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
+    return 0
+
+
+def cmd_demo(opts, extra: list[str]) -> int:
+    import recipes
+
+    names = opts.recipes or recipes.available()
+    for name in names:
+        recipe = recipes.get(name)
+        args = recipe.parse(recipes.demo_config(name), extra)
+        metrics = recipe.run_from_args(args)
+        summary = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)}
+        print(f"[{name}] report: {Path(args.training.output_dir) / 'report.md'}  {json.dumps(summary)}")
+    return 0
+
+
+def cmd_predict(opts, extra: list[str]) -> int:
+    flags = [a for a in extra if a.startswith("-")]
+    if flags:
+        raise RecipeError(f"unknown argument '{flags[0]}'")
+    if opts.recipe != "sentiment":
+        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {opts.recipe}")
+    from hf_recipes.predict import classify
+
+    texts = list(opts.texts) + extra + (read_lines(opts.file) if opts.file else [])
+    for result in classify(opts.model_dir, texts, batch_size=opts.batch_size):
+        print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
+    return 0
+
+
+def cmd_list(opts, extra: list[str]) -> int:
+    import recipes
+
+    for name in recipes.available():
+        print(f"{name}\t{recipes.CONFIG_DIR / (name + '.yaml')}\tdemo: {recipes.demo_config(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-recipes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a recipe (YAML config, flags override it)")
+    train.add_argument("recipe")
+    train.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+    train.set_defaults(func=cmd_train)
+
+    demo = sub.add_parser("demo", help="offline demo of every recipe (tiny model, bundled data)")
+    demo.add_argument("recipes", nargs="*")
+    demo.set_defaults(func=cmd_demo)
+
+    predict = sub.add_parser("predict", help="label texts with a saved classifier")
+    predict.add_argument("recipe")
+    predict.add_argument("texts", nargs="*")
+    predict.add_argument("--model_dir", required=True)
+    predict.add_argument("--file", help="a UTF-8 file with one text per line")
+    predict.add_argument("--batch_size", type=int, default=32)
+    predict.set_defaults(func=cmd_predict)
+
+    listing = sub.add_parser("list", help="list the recipes and their configs")
+    listing.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    opts, extra = parser.parse_known_args(argv)
+    debug = opts.debug or "--debug" in extra
+    extra = [a for a in extra if a != "--debug"]
+    try:
+        return opts.func(opts, extra)
+    except RecipeError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line by default, the traceback with --debug
+        if debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

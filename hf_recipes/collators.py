@@ -1,0 +1,21 @@
+"""Batch collators shared by the recipes."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DataCollatorWithPadding
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only: GPT-2's absolute position embeddings then see the same
+    positions for a sequence whether it is left-padded, right-padded or alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class PaddingCollator(DataCollatorWithPadding):
+    """Pads each batch to its own longest sequence and adds matching position ids."""
+
+    def __call__(self, features):
+        batch = super().__call__(features)
+        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
+        return batch

@@ -1,0 +1,225 @@
+"""Typed arguments for every recipe, read from a YAML file with command-line flags on top.
+
+The dataclasses use the argument names of the official transformers examples (``run_clm.py``,
+``run_glue.py``) so a user can move between those scripts and these recipes without relearning anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from hf_recipes.errors import RecipeError
+
+
+def empty_means_unset(arguments) -> None:
+    """``--model_name_or_path ""`` on the command line unsets a value the YAML file set."""
+    for f in dataclasses.fields(arguments):
+        if getattr(arguments, f.name) == "" and f.default is None:
+            setattr(arguments, f.name, None)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local folder of a pretrained model. Leave unset to train from scratch with model_type."},
+    )
+    model_type: str | None = field(
+        default=None, metadata={"help": "Architecture to build from scratch when model_name_or_path is unset (e.g. gpt2)."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Overrides for a from-scratch config, e.g. 'n_layer=2,n_embd=128,n_head=2'."},
+    )
+    config_name: str | None = field(default=None, metadata={"help": "Config name or path if not the model's."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer name or path if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and data are cached."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model on the hub."})
+    token: str | None = field(
+        default=None, metadata={"help": "Hugging Face token for private models (never written to any output)."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the hub. Off by default."})
+    attn_implementation: str | None = field(
+        default="sdpa", metadata={"help": "Attention kernel: sdpa (default), eager, flash_attention_2."}
+    )
+
+    def __post_init__(self):
+        empty_means_unset(self)
+        if self.config_overrides and self.model_name_or_path:
+            raise RecipeError("config_overrides only applies to a model built from scratch: unset model_name_or_path")
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (or a local dataset folder)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of the hub dataset."})
+    train_file: str | None = field(default=None, metadata={"help": "csv / json / jsonl / parquet / txt file or URL."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation file; carved from train if unset."})
+    test_file: str | None = field(default=None, metadata={"help": "Test file, used only for the final report."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the input text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the label (classification)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation rows."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep only the first N test rows."})
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Truncate inputs to this many tokens (default: the model's context)."}
+    )
+    validation_split_percentage: float = field(
+        default=5, metadata={"help": "Percent of train carved out as validation when there is no validation split."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of reusing the cache."})
+
+    def __post_init__(self):
+        empty_means_unset(self)
+        if not 0 < self.validation_split_percentage < 100:
+            raise RecipeError(
+                f"validation_split_percentage must be between 0 and 100, got {self.validation_split_percentage}"
+            )
+        for name in ("max_train_samples", "max_eval_samples", "max_test_samples", "max_seq_length"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise RecipeError(f"{name} must be a positive number, got {value}")
+
+
+@dataclass
+class RunArguments:
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into an output_dir that already holds a finished run."}
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: bf16 on GPUs that have it (fp16 on older ones), bf16 on CPUs with AMX/AVX512-BF16, "
+            "fp32 otherwise. Explicit --bf16/--fp16 always win.",
+            "choices": ["auto", "no", "bf16", "fp16"],
+        },
+    )
+    report: bool = field(default=True, metadata={"help": "Write report.md with plots at the end of a run."})
+
+
+# Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist
+# from the current directory, so shipped configs work from any working directory.
+PATH_KEYS = {"model_name_or_path", "config_name", "tokenizer_name", "train_file", "validation_file", "test_file"}
+
+
+class _Parser(HfArgumentParser):
+    """HfArgumentParser whose errors are RecipeErrors (one line, no usage dump)."""
+
+    def error(self, message):
+        raise RecipeError(message)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RecipeError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"config file {path} must hold a mapping of key: value, not {type(data).__name__}")
+    base = path.parent
+    for key in PATH_KEYS & data.keys():
+        value = data[key]
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            if (base / value).exists():
+                data[key] = str((base / value).resolve())
+    return data
+
+
+def to_argv(values: dict[str, Any]) -> list[str]:
+    """Turn {key: value} into command-line tokens that HfArgumentParser reads like typed flags."""
+    argv: list[str] = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [f"--{key}", json.dumps(value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def field_names(dataclass_types: Sequence[type]) -> set[str]:
+    return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+
+
+def check_keys(keys, dataclass_types: Sequence[type], where: str) -> None:
+    known = field_names(dataclass_types)
+    for key in keys:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise RecipeError(f"unknown config key '{key}' in {where}{suggestion}")
+
+
+def parse_args(
+    dataclass_types: Sequence[type],
+    config: str | os.PathLike | None = None,
+    argv: Sequence[str] = (),
+    overrides: dict[str, Any] | None = None,
+) -> tuple:
+    """Parse ``dataclass_types`` from a YAML file, Python keyword overrides, then command-line flags.
+
+    Later sources win; an override of None unsets the key (its dataclass default applies). Every key must
+    belong to one of the dataclasses; an unknown one is an error naming it.
+    """
+    values: dict[str, Any] = {}
+    if config is not None:
+        values = load_yaml(config)
+        check_keys(values, dataclass_types, str(config))
+    if overrides:
+        check_keys(overrides, dataclass_types, "keyword arguments")
+        values.update(overrides)
+    tokens = to_argv(values) + list(argv)
+    parser = _Parser(dataclass_types, allow_abbrev=False)
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=tokens, return_remaining_strings=True)
+    except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__
+        raise RecipeError(str(err).strip().splitlines()[0]) from None
+    *parsed, remaining = parsed
+    if remaining:
+        flag = next((t for t in remaining if t.startswith("-")), remaining[0])
+        raise RecipeError(f"unknown argument '{flag}'")
+    return tuple(parsed)
+
+
+@dataclass
+class RecipeArgs:
+    """Everything one run needs, grouped as the dataclasses it came from."""
+
+    model: ModelArguments
+    data: DataArguments
+    task: Any
+    run: RunArguments
+    training: TrainingArguments
+
+
+def parse_recipe_args(
+    task_args_class: type,
+    config: str | os.PathLike | None = None,
+    argv: Sequence[str] = (),
+    overrides: dict[str, Any] | None = None,
+) -> RecipeArgs:
+    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, TrainingArguments)
+    model, data, task, run, training = parse_args(classes, config, argv, overrides)
+    if training.per_device_train_batch_size <= 0 or training.per_device_eval_batch_size <= 0:
+        raise RecipeError("per_device_train_batch_size and per_device_eval_batch_size must be positive")
+    if training.gradient_accumulation_steps <= 0:
+        raise RecipeError("gradient_accumulation_steps must be positive")
+    return RecipeArgs(model=model, data=data, task=task, run=run, training=training)

@@ -1,0 +1,189 @@
+"""Raw splits from the hub or from local / remote files, checked before anything is trained or written."""
+
+from __future__ import annotations
+
+import codecs
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from hf_recipes.config import DataArguments, ModelArguments
+from hf_recipes.errors import RecipeError
+from hf_recipes.model import ensure_hub_reachable, is_local
+
+logger = logging.getLogger(__name__)
+
+# File suffix -> datasets builder.
+BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+
+
+def is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
+
+
+def builder_for(path: str, option: str) -> str:
+    suffix = Path(path.split("?")[0]).suffix.lower()
+    if suffix not in BUILDERS:
+        raise RecipeError(f"{option} '{path}' has an unsupported extension '{suffix}' (use {', '.join(BUILDERS)})")
+    return BUILDERS[suffix]
+
+
+def check_local_file(path: str, option: str) -> None:
+    """Missing, directory, empty or non-UTF-8 files get a clear error before datasets sees them."""
+    p = Path(path)
+    if not p.exists():
+        raise RecipeError(f"{option} not found: {path}")
+    if p.is_dir():
+        raise RecipeError(f"{option} is a directory, not a file: {path}")
+    if p.stat().st_size == 0:
+        raise RecipeError(f"{option} is empty: {path}")
+    if p.suffix.lower() == ".parquet":
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with p.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                raise RecipeError(
+                    f"{option} is not UTF-8 text: {path} (byte {chunk[err.start]:#x} at offset {offset + err.start}); "
+                    "re-save it as UTF-8"
+                ) from None
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise RecipeError(f"{option} is not UTF-8 text: {path} (truncated character at the end)") from None
+
+
+def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dict | None = None) -> DatasetDict:
+    files = {split: getattr(data_args, option) for split, option in SPLIT_FILES.items() if getattr(data_args, option)}
+    for split, path in files.items():
+        if not is_url(path):
+            check_local_file(path, SPLIT_FILES[split])
+    builders = {builder_for(path, SPLIT_FILES[split]) for split, path in files.items()}
+    if len(builders) > 1:
+        raise RecipeError(f"train/validation/test files must share one format, got {', '.join(sorted(builders))}")
+    builder = builders.pop()
+    kwargs = dict(text_kwargs or {}) if builder == "text" else {}
+    if builder == "csv" and any(p.endswith(".tsv") for p in files.values()):
+        kwargs["sep"] = "\t"
+    try:
+        return datasets.load_dataset(builder, data_files=files, cache_dir=cache_dir, **kwargs)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        raise RecipeError(f"could not read {', '.join(files.values())}: {str(cause).strip().splitlines()[0]}") from None
+    except (ValueError, OSError) as err:
+        raise RecipeError(f"could not read {', '.join(files.values())}: {str(err).strip().splitlines()[0]}") from None
+
+
+def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDict:
+    name = data_args.dataset_name
+    if not is_local(name):
+        ensure_hub_reachable(f"dataset '{name}'")
+    try:
+        loaded = datasets.load_dataset(
+            name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
+        )
+    except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise RecipeError(f"could not load dataset '{name}': {str(err).strip().splitlines()[0]}") from None
+    if not isinstance(loaded, DatasetDict):
+        loaded = DatasetDict({"train": loaded})
+    return loaded
+
+
+def load_splits(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    seed: int,
+    required_columns: Iterable[str] = (),
+    text_kwargs: dict | None = None,
+    split_train: Callable[[Dataset, float, int], tuple[Dataset, Dataset]] | None = None,
+) -> DatasetDict:
+    """Return a DatasetDict with train, validation and (when given) test splits.
+
+    Local files win over ``dataset_name``. A missing validation split is carved from train with ``seed``
+    (``split_train`` lets a recipe choose the unit it carves by). Columns are checked by name.
+    """
+    if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
+        if not data_args.train_file:
+            raise RecipeError("validation_file/test_file need a train_file too")
+        raw = load_files(data_args, model_args.cache_dir, text_kwargs)
+    elif data_args.dataset_name:
+        raw = load_hub(data_args, model_args)
+    else:
+        raise RecipeError("no data: set dataset_name or train_file")
+    if "train" not in raw:
+        raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
+
+    for split, dataset in raw.items():
+        missing = [c for c in required_columns if c not in dataset.column_names]
+        if missing:
+            source = getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
+            raise RecipeError(
+                f"column '{missing[0]}' not found in {split} data ({source}); "
+                f"columns found: {', '.join(dataset.column_names)}"
+            )
+
+    if "validation" not in raw:
+        fraction = data_args.validation_split_percentage / 100
+        if len(raw["train"]) < 2:
+            raise RecipeError("train data needs at least 2 rows to carve a validation split")
+        carve = split_train or random_split
+        raw["train"], raw["validation"] = carve(raw["train"], fraction, seed)
+        logger.info(
+            "Carved %d validation rows from train (%.0f%%, seed %d)", len(raw["validation"]), fraction * 100, seed
+        )
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+    limits["test"] = data_args.max_test_samples
+    for split, limit in limits.items():
+        if split in raw and limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return DatasetDict({split: raw[split] for split in ("train", "validation", "test") if split in raw})
+
+
+def random_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    parts = train.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def drop_empty(raw: DatasetDict, column: str) -> dict[str, int]:
+    """Drop rows whose ``column`` is missing or blank; return how many each split lost."""
+    dropped = {}
+    for split in list(raw):
+        before = len(raw[split])
+        raw[split] = raw[split].filter(
+            lambda batch: [isinstance(t, str) and t.strip() != "" for t in batch[column]],
+            batched=True,
+            desc=f"Dropping empty {column} ({split})",
+        )
+        dropped[split] = before - len(raw[split])
+        if dropped[split]:
+            logger.warning("Dropped %d %s rows with empty or missing '%s'", dropped[split], split, column)
+        if len(raw[split]) == 0:
+            raise RecipeError(f"the {split} split is empty after dropping rows with empty '{column}'")
+    return dropped
+
+
+def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, training_args, desc: str) -> DatasetDict:
+    """Batched, cached ``Dataset.map`` over every split; the main process tokenizes first and the others
+    read its cache. Source columns are dropped so only model inputs remain."""
+    with training_args.main_process_first(desc=desc):
+        return DatasetDict(
+            {
+                split: dataset.map(
+                    function,
+                    batched=True,
+                    remove_columns=dataset.column_names,
+                    num_proc=data_args.preprocessing_num_workers,
+                    load_from_cache_file=not data_args.overwrite_cache,
+                    desc=f"{desc} ({split})",
+                )
+                for split, dataset in raw.items()
+            }
+        )

@@ -1,0 +1,45 @@
+"""Metrics that work offline (scikit-learn), shaped for ``Trainer(compute_metrics=...)``."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from transformers import EvalPrediction
+
+
+def classification_metrics(eval_pred: EvalPrediction, label_names: Sequence[str]) -> dict[str, float]:
+    """Accuracy, macro-F1, and per-class precision/recall (keys ``precision_<label>``, ``recall_<label>``)."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    predictions = np.asarray(logits).argmax(-1)
+    label_ids = list(range(len(label_names)))
+    precision, recall, _, _ = precision_recall_fscore_support(
+        labels, predictions, labels=label_ids, zero_division=0
+    )
+    metrics = {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, labels=label_ids, average="macro", zero_division=0)),
+    }
+    for name, p, r in zip(label_names, precision, recall):
+        metrics[f"precision_{name}"] = float(p)
+        metrics[f"recall_{name}"] = float(r)
+    return metrics
+
+
+def add_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """Perplexity is exp of the mean token loss; overflow reads as infinity rather than an error."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")
+    return metrics
+
+
+def majority_class_accuracy(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
+    """Accuracy of always answering the most frequent training label."""
+    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
+    majority = values[counts.argmax()]
+    return float(np.mean(np.asarray(test_labels) == majority))

@@ -1,0 +1,156 @@
+"""Tokenizer and model loading: from the hub, from a local folder, or built fresh from a config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoTokenizer, CONFIG_MAPPING, PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_recipes.config import ModelArguments
+from hf_recipes.errors import RecipeError
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_HINT = "use local files (--train_file/--test_file), a local model folder (--model_name_or_path DIR), or `make demo`"
+
+
+def hub_is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def ensure_hub_reachable(what: str) -> None:
+    """Fail in seconds, with a hint, when ``what`` must come from the hub and the hub cannot be reached.
+
+    Without this, huggingface_hub retries with back-off for close to a minute before giving up.
+    """
+    if hub_is_offline():
+        return  # offline mode reads the local cache only, and fails fast by itself
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
+    except OSError:
+        raise RecipeError(
+            f"cannot reach the Hugging Face Hub ({endpoint.hostname}) to fetch {what}: {OFFLINE_HINT} "
+            "(set HF_HUB_OFFLINE=1 to use what is already in the local cache)"
+        ) from None
+
+
+def is_local(name: str) -> bool:
+    return Path(name).exists()
+
+
+def _from_pretrained(loader, name: str, what: str, **kwargs):
+    if not is_local(name):
+        ensure_hub_reachable(f"{what} '{name}'")
+    try:
+        return loader(name, **kwargs)
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RecipeError(f"could not load {what} '{name}': {first_line}") from None
+
+
+def hub_kwargs(model_args: ModelArguments) -> dict:
+    return {
+        "cache_dir": model_args.cache_dir,
+        "revision": model_args.model_revision,
+        "token": model_args.token,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+
+
+def load_tokenizer(model_args: ModelArguments, padding_side: str = "right") -> PreTrainedTokenizerBase:
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    if not name:
+        raise RecipeError("set tokenizer_name (or model_name_or_path) so the recipe knows which tokenizer to use")
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, name, "tokenizer", **hub_kwargs(model_args))
+    if len(tokenizer) == 0:
+        raise RecipeError(f"tokenizer '{name}' has an empty vocabulary")
+    if tokenizer.pad_token is None:
+        # GPT-2 has no pad token; EOS is the usual stand-in. Padding is always masked by position, never by id.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_config(model_args: ModelArguments, **config_kwargs):
+    if model_args.config_name or model_args.model_name_or_path:
+        name = model_args.config_name or model_args.model_name_or_path
+        return _from_pretrained(
+            AutoConfig.from_pretrained, name, "model config", **hub_kwargs(model_args), **config_kwargs
+        )
+    if not model_args.model_type:
+        raise RecipeError("set model_name_or_path (pretrained) or model_type (build from scratch)")
+    if model_args.model_type not in CONFIG_MAPPING:
+        raise RecipeError(f"unknown model_type '{model_args.model_type}'")
+    config = CONFIG_MAPPING[model_args.model_type]()
+    if model_args.config_overrides:
+        try:
+            config.update_from_string(model_args.config_overrides)
+        except ValueError as err:
+            raise RecipeError(f"bad config_overrides '{model_args.config_overrides}': {err}") from None
+    config.update(config_kwargs)
+    return config
+
+
+def context_length(config) -> int:
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
+
+
+def load_model(
+    model_args: ModelArguments, model_class: type[PreTrainedModel], tokenizer: PreTrainedTokenizerBase, **config_kwargs
+) -> PreTrainedModel:
+    """Load ``model_class`` pretrained, or build it fresh from model_type + config_overrides.
+
+    A fresh model gets the tokenizer's vocabulary size and special tokens; every model gets
+    ``config.pad_token_id`` (GPT-2 sequence classification needs it to find the last real token).
+    """
+    config = load_config(model_args, **config_kwargs)
+    config.pad_token_id = tokenizer.pad_token_id
+    if model_args.model_name_or_path:
+        name = model_args.model_name_or_path
+        model = _from_pretrained(
+            model_class.from_pretrained,
+            name,
+            "model",
+            config=config,
+            attn_implementation=model_args.attn_implementation,
+            use_safetensors=True,
+            **hub_kwargs(model_args),
+        )
+    else:
+        config.vocab_size = len(tokenizer)
+        config.bos_token_id = tokenizer.bos_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        from_config = getattr(model_class, "from_config", None) or model_class._from_config
+        model = from_config(config, attn_implementation=model_args.attn_implementation)
+        logger.info("Built a fresh %s with %.1fM parameters", type(model).__name__, model.num_parameters() / 1e6)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    for generation_config in filter(None, [getattr(model, "generation_config", None)]):
+        generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, requested: int | None) -> int:
+    """The sequence length to cut at: the request, else the model context (a tokenizer saved without
+    tokenizer_config reports a huge model_max_length, so the model config is the reliable bound)."""
+    limit = min(context_length(model.config), tokenizer.model_max_length)
+    if requested is None:
+        return limit
+    if requested > limit:
+        raise RecipeError(f"max_seq_length {requested} is larger than the model's context of {limit} tokens")
+    return requested
+
+
+def autocast_dtype_for_cpu() -> torch.dtype | None:
+    """bf16 pays off on CPUs with native bf16 matmul (AMX or AVX512-BF16); elsewhere it is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return torch.bfloat16 if {"amx_bf16", "avx512_bf16"} & set(flags) else None

@@ -1,0 +1,98 @@
+"""The human report every run ends with: ``report.md`` plus its PNG plots."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isinf(value) or math.isnan(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "_(none)_"
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        return format_value(value).replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
+    """One row per metric name, one column per split; the split prefix is dropped from the names."""
+    names: list[str] = []
+    stripped: dict[str, dict[str, float]] = {}
+    for split, metrics in metrics_by_split.items():
+        stripped[split] = {k.removeprefix(f"{split}_"): v for k, v in metrics.items()}
+        names += [k for k in stripped[split] if k not in names]
+    rows = [{"metric": n, **{s: stripped[s].get(n, "") for s in stripped}} for n in names]
+    return markdown_table(rows, ["metric", *metrics_by_split])
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> bool:
+    """Train and eval loss against step. Returns False when there is nothing to plot."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    if not train and not evals:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_confusion_matrix(y_true, y_pred, label_names: Sequence[str], path: Path, title: str) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=list(range(len(label_names))), display_labels=list(label_names), ax=ax, colorbar=False
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class Report:
+    """Markdown sections collected during a run and written once at its end."""
+
+    title: str
+    sections: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, heading: str, body: str) -> None:
+        self.sections.append((heading, body))
+
+    def write(self, output_dir: str | Path) -> Path:
+        path = Path(output_dir) / "report.md"
+        parts = [f"# {self.title}", ""]
+        for heading, body in self.sections:
+            parts += [f"## {heading}", "", body.rstrip(), ""]
+        path.write_text("\n".join(parts), encoding="utf-8")
+        return path

@@ -1,0 +1,76 @@
+"""The one Trainer factory every recipe goes through."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+
+from hf_recipes.model import autocast_dtype_for_cpu
+
+logger = logging.getLogger(__name__)
+
+
+class RecipeTrainer(Trainer):
+    """A Trainer that also counts how many of the tokens it computed on were real (not padding)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.real_tokens = 0
+        self.computed_tokens = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        input_ids = inputs.get("input_ids")
+        if input_ids is not None:
+            mask = inputs.get("attention_mask")
+            self.computed_tokens += input_ids.numel()
+            self.real_tokens += int(mask.sum()) if mask is not None else input_ids.numel()
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def real_token_share(self) -> float | None:
+        """Share of computed tokens that were real, summed over all processes."""
+        counts = torch.tensor([self.real_tokens, self.computed_tokens], device=self.args.device, dtype=torch.float64)
+        real, computed = self.accelerator.gather(counts.unsqueeze(0)).sum(0).tolist()
+        return real / computed if computed else None
+
+
+def resolve_precision(training_args: TrainingArguments, mixed_precision: str) -> str:
+    """Turn ``mixed_precision`` (auto/no/bf16/fp16) into TrainingArguments.bf16/fp16; explicit flags win."""
+    if training_args.bf16 or training_args.fp16:
+        return "bf16" if training_args.bf16 else "fp16"
+    if mixed_precision == "auto":
+        if torch.cuda.is_available() and not training_args.use_cpu:
+            mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            mixed_precision = "bf16" if autocast_dtype_for_cpu() is not None else "no"
+    training_args.bf16 = mixed_precision == "bf16"
+    training_args.fp16 = mixed_precision == "fp16"
+    return mixed_precision
+
+
+def make_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    training_args: TrainingArguments,
+    train_dataset,
+    eval_dataset,
+    data_collator: Callable,
+    compute_metrics: Callable | None = None,
+    preprocess_logits_for_metrics: Callable | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+    **kwargs: Any,
+) -> RecipeTrainer:
+    return RecipeTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=callbacks,
+        **kwargs,
+    )

@@ -1,0 +1,160 @@
+"""Tweet sentiment: GPT-2 with a classification head (GPT2ForSequenceClassification).
+
+Python API::
+
+    from recipes import sentiment
+    trainer, prepared = sentiment.build_trainer("recipes/demo/sentiment.yaml")   # train/evaluate yourself
+    metrics = sentiment.run("recipes/demo/sentiment.yaml", num_train_epochs=1)  # or the whole run
+    sentiment.predict("runs/demo/sentiment", ["what a lovely day"])             # [{"label": ..., "score": ...}]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from datasets import ClassLabel, DatasetDict
+from transformers import AutoModelForSequenceClassification
+
+from hf_recipes.collators import PaddingCollator
+from hf_recipes.config import RecipeArgs
+from hf_recipes.data import drop_empty, load_splits, map_splits
+from hf_recipes.errors import RecipeError
+from hf_recipes.metrics import classification_metrics, majority_class_accuracy
+from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.predict import classify
+from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.report import markdown_table, plot_confusion_matrix
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class SentimentArguments:
+    labels: list[str] | None = field(
+        default=None,
+        metadata={"help": "Label names in id order. Default: the sorted distinct labels of the train split."},
+    )
+
+
+def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -> tuple[list[str], dict]:
+    """Label names in id order, and a map from each raw label value to its id.
+
+    Labels may be strings or integers (a ClassLabel column keeps its own names). Every split is checked:
+    a missing label or one the model does not know is an error naming the split and the value.
+    """
+    feature = raw["train"].features[column]
+    if isinstance(feature, ClassLabel) and not explicit:
+        names = list(feature.names)
+        value_to_id = {i: i for i in range(len(names))}
+    else:
+        train_values = {v for v in raw["train"][column] if v is not None}
+        if explicit:
+            names = [str(n) for n in explicit]
+        elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in train_values):
+            names = [str(v) for v in sorted(train_values)]
+        else:
+            names = sorted(str(v) for v in train_values)
+        value_to_id = {name: i for i, name in enumerate(names)}
+    for split, dataset in raw.items():
+        values = list(dataset[column])
+        missing = sum(v is None for v in values)
+        if missing:
+            raise RecipeError(f"{missing} {split} rows have no '{column}' value")
+        unknown = sorted({str(v) for v in values} - {str(k) for k in value_to_id})
+        if unknown:
+            raise RecipeError(
+                f"label '{unknown[0]}' in the {split} split is not a known label ({', '.join(names)})"
+            )
+    if len(names) < 2:
+        raise RecipeError(f"classification needs at least 2 labels, found {names}")
+    return names, {str(k): v for k, v in value_to_id.items()}
+
+
+class SentimentRecipe(Recipe):
+    name = "sentiment"
+    title = "Sentiment classification"
+    task_args_class = SentimentArguments
+    default_config = HERE / "sentiment.yaml"
+    model_card_task = "text-classification"
+
+    def prepare(self, args: RecipeArgs) -> Prepared:
+        text, label = args.data.text_column, args.data.label_column
+        raw = load_splits(args.data, args.model, args.training.seed, required_columns=(text, label))
+        dropped = drop_empty(raw, text)
+        names, value_to_id = label_names(raw, label, args.task.labels)
+
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(
+            args.model,
+            AutoModelForSequenceClassification,
+            tokenizer,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+        limit = max_length(tokenizer, model, args.data.max_seq_length)
+
+        def tokenize(batch):
+            encoded = tokenizer(batch[text], truncation=True, max_length=limit)
+            encoded["labels"] = [value_to_id[str(v)] for v in batch[label]]
+            return encoded
+
+        tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
+        return Prepared(
+            model=model,
+            tokenizer=tokenizer,
+            raw=raw,
+            datasets=tokenized,
+            data_collator=PaddingCollator(tokenizer),
+            compute_metrics=partial(classification_metrics, label_names=names),
+            facts={
+                "labels": ", ".join(names),
+                "rows dropped for empty text": ", ".join(f"{s} {n}" for s, n in dropped.items()),
+                "max tokens per text": limit,
+            },
+        )
+
+    def after_training(self, trainer, prepared, args, report, test_output) -> None:
+        names = list(prepared.model.config.id2label.values())
+        if test_output is None:  # no test split: describe the validation split instead
+            test_output = trainer.predict(prepared.datasets["validation"], metric_key_prefix="eval")
+            split = "validation"
+        else:
+            split = "test"
+        if not trainer.is_world_process_zero():
+            return
+        y_true, y_pred = test_output.label_ids, np.asarray(test_output.predictions).argmax(-1)
+        baseline = majority_class_accuracy(list(prepared.datasets["train"]["labels"]), y_true)
+        accuracy = float(np.mean(y_true == y_pred))
+        report.add(
+            "Accuracy against the majority class",
+            f"{split} accuracy {accuracy:.1%}; always answering the most frequent train label scores {baseline:.1%}.",
+        )
+        prefix = "test" if split == "test" else "eval"
+        rows = [
+            {
+                "label": name,
+                f"{split} rows": int(np.sum(y_true == i)),
+                "precision": test_output.metrics[f"{prefix}_precision_{name}"],
+                "recall": test_output.metrics[f"{prefix}_recall_{name}"],
+            }
+            for i, name in enumerate(names)
+        ]
+        report.add("Per class", markdown_table(rows))
+        path = Path(args.training.output_dir) / "confusion_matrix.png"
+        plot_confusion_matrix(y_true, y_pred, names, path, f"{split} confusion matrix")
+        report.add("Confusion matrix", f"![{split} confusion matrix](confusion_matrix.png)")
+
+
+RECIPE = SentimentRecipe()
+build_trainer = RECIPE.build_trainer
+run = RECIPE.run
+
+
+def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 32) -> list[dict]:
+    """Label and probability for each text, from a saved sentiment model."""
+    return classify(model_dir, texts, batch_size=batch_size)

@@ -1,0 +1,59 @@
+"""Shared fixtures. Every test runs offline: the hub is switched off and any non-local connection fails."""
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "hf_recipes" / "samples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+TOKENIZER_DIR = SAMPLES / "tokenizer"
+
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent (it sits beside the repo in CI)"
+)
+
+_real_connect = socket.socket.connect
+
+
+def _local_only_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        local = isinstance(host, str) and (host == "localhost" or ipaddress.ip_address(host).is_loopback)
+    except ValueError:
+        local = False
+    if self.family == socket.AF_UNIX or local:
+        return _real_connect(self, address)
+    raise OSError(f"network access in tests is not allowed (tried {address})")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _local_only_connect)
+
+
+@pytest.fixture
+def tiny_model_args(tmp_path):
+    """Overrides that make any recipe tiny and quick: a 1-layer GPT-2 and the bundled tokenizer."""
+    return {
+        "model_type": "gpt2",
+        "model_name_or_path": None,
+        "config_overrides": "n_layer=1,n_embd=32,n_head=2,n_positions=128",
+        "tokenizer_name": str(TOKENIZER_DIR),
+        "output_dir": str(tmp_path / "run"),
+        "report_to": "none",
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "load_best_model_at_end": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "mixed_precision": "no",
+        "use_cpu": True,
+    }

@@ -1,0 +1,245 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
+
+from hf_recipes import cli
+from hf_recipes.errors import RecipeError
+from hf_recipes.metrics import classification_metrics, majority_class_accuracy
+from recipes import sentiment
+from recipes.sentiment import label_names
+
+WORDS = {"positive": ["love", "great", "happy"], "negative": ["hate", "awful", "sad"], "neutral": ["at", "on", "the"]}
+
+
+def tweets(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = ["positive", "negative", "neutral"][i % 3]
+        words = " ".join(rng.choice(WORDS[label], size=1 + i % 5))
+        rows.append({"text": f"i {words} this {i}", "sentiment": label})
+    return rows
+
+
+@pytest.fixture
+def data_files(tmp_path):
+    pd.DataFrame(tweets(60)).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(tweets(15, seed=1)).to_csv(tmp_path / "test.csv", index=False)
+    return {"train_file": str(tmp_path / "train.csv"), "test_file": str(tmp_path / "test.csv")}
+
+
+@pytest.fixture
+def overrides(tiny_model_args, data_files):
+    return {**tiny_model_args, **data_files, "label_column": "sentiment", "num_train_epochs": 1}
+
+
+# ---- labels -------------------------------------------------------------------------------------------
+
+
+def test_string_labels_map_both_ways_and_reach_the_model_config(overrides):
+    trainer, prepared = sentiment.build_trainer(**overrides)
+    config = prepared.model.config
+    assert config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    raw_labels = list(prepared.raw["test"]["sentiment"])
+    ids = list(prepared.datasets["test"]["labels"])
+    assert [config.id2label[i] for i in ids] == raw_labels
+    assert config.pad_token_id == prepared.tokenizer.pad_token_id is not None
+
+
+def test_integer_and_classlabel_labels():
+    ints = DatasetDict({"train": Dataset.from_dict({"label": [2, 0, 10, 2]}), "test": Dataset.from_dict({"label": [10]})})
+    names, value_to_id = label_names(ints, "label", None)
+    assert names == ["0", "2", "10"] and value_to_id == {"0": 0, "2": 1, "10": 2}
+    features = Features({"label": ClassLabel(names=["neg", "pos"])})
+    classed = DatasetDict({"train": Dataset.from_dict({"label": [1, 0]}, features=features)})
+    assert label_names(classed, "label", None) == (["neg", "pos"], {"0": 0, "1": 1})
+
+
+def test_explicit_label_order_is_kept():
+    raw = DatasetDict({"train": Dataset.from_dict({"label": ["b", "a", "c"]})})
+    assert label_names(raw, "label", ["c", "b", "a"])[1] == {"c": 0, "b": 1, "a": 2}
+
+
+def test_unknown_label_is_named():
+    raw = DatasetDict(
+        {"train": Dataset.from_dict({"label": ["pos", "neg"]}), "test": Dataset.from_dict({"label": ["pos", "meh"]})}
+    )
+    with pytest.raises(RecipeError, match="label 'meh' in the test split is not a known label \\(neg, pos\\)"):
+        label_names(raw, "label", None)
+
+
+def test_missing_label_is_an_error():
+    raw = DatasetDict({"train": Dataset.from_dict({"label": ["pos", None, "neg"]})})
+    with pytest.raises(RecipeError, match="1 train rows have no 'label' value"):
+        label_names(raw, "label", None)
+
+
+def test_single_label_is_an_error():
+    raw = DatasetDict({"train": Dataset.from_dict({"label": ["pos", "pos"]})})
+    with pytest.raises(RecipeError, match="at least 2 labels"):
+        label_names(raw, "label", None)
+
+
+# ---- tokenization, collator, pooling ------------------------------------------------------------------
+
+
+def test_tokenization_leaves_no_padding(overrides):
+    _, prepared = sentiment.build_trainer(**overrides)
+    tokenizer = prepared.tokenizer
+    for text, encoded in zip(prepared.raw["train"]["text"], prepared.datasets["train"]):
+        assert encoded["input_ids"] == tokenizer(text)["input_ids"]
+        assert encoded["attention_mask"] == [1] * len(encoded["input_ids"])
+    assert len({len(ids) for ids in prepared.datasets["train"]["input_ids"]}) > 1
+    assert set(prepared.datasets["train"].column_names) == {"input_ids", "attention_mask", "labels"}
+
+
+def test_collator_pads_to_the_longest_in_the_batch(overrides):
+    _, prepared = sentiment.build_trainer(**overrides)
+    features = [prepared.datasets["train"][i] for i in range(4)]
+    lengths = [len(f["input_ids"]) for f in features]
+    batch = prepared.data_collator(features)
+    assert batch["input_ids"].shape == (4, max(lengths))
+    assert batch["labels"].tolist() == [f["labels"] for f in features]
+    for row, length in enumerate(lengths):
+        assert batch["attention_mask"][row].tolist() == [1] * length + [0] * (max(lengths) - length)
+        assert batch["input_ids"][row, :length].tolist() == features[row]["input_ids"]
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_pooling_uses_the_last_real_token(overrides, padding_side):
+    _, prepared = sentiment.build_trainer(**overrides)
+    model, tokenizer = prepared.model.eval(), prepared.tokenizer
+    tokenizer.padding_side = padding_side
+    features = [prepared.datasets["train"][i] for i in range(6)]
+    batch = prepared.data_collator(features)
+    batch.pop("labels")
+    assert (batch["attention_mask"] == 0).any()
+    pad_column = 0 if padding_side == "left" else -1
+    assert (batch["attention_mask"][:, pad_column] == 0).any()
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=torch.tensor([f["input_ids"]])).logits for f in features])
+        batched = model(**batch).logits
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+
+
+def test_metrics_equal_hand_computation():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    predictions = np.array([0, 1, 1, 1, 0, 2])
+    logits = np.eye(3)[predictions]
+    metrics = classification_metrics(EvalPrediction(predictions=logits, label_ids=labels), ["neg", "neu", "pos"])
+    # by hand: correct 4/6; precision neg 1/2, neu 2/3, pos 1/1; recall neg 1/2, neu 2/2, pos 1/2
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["precision_neg"] == pytest.approx(1 / 2)
+    assert metrics["precision_neu"] == pytest.approx(2 / 3)
+    assert metrics["precision_pos"] == pytest.approx(1.0)
+    assert metrics["recall_neg"] == pytest.approx(1 / 2)
+    assert metrics["recall_neu"] == pytest.approx(1.0)
+    assert metrics["recall_pos"] == pytest.approx(1 / 2)
+    f1 = [2 * p * r / (p + r) for p, r in [(1 / 2, 1 / 2), (2 / 3, 1), (1, 1 / 2)]]
+    assert metrics["macro_f1"] == pytest.approx(sum(f1) / 3)
+
+
+def test_majority_class_accuracy():
+    assert majority_class_accuracy([0, 1, 1, 2], [1, 1, 0, 2, 1]) == pytest.approx(3 / 5)
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+
+
+def test_train_save_reload_predict_gives_identical_predictions(overrides, tmp_path):
+    metrics = sentiment.run(**overrides)
+    out = Path(overrides["output_dir"])
+    for name in ["model.safetensors", "config.json", "tokenizer.json", "train_results.json", "eval_results.json",
+                 "test_results.json", "all_results.json", "README.md", "report.md", "loss_curve.png",
+                 "confusion_matrix.png"]:
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.bin")) or list(out.glob("*.bin")) == [out / "training_args.bin"]
+    assert json.loads((out / "test_results.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert 0 < metrics["train_real_token_share"] <= 1
+    report = (out / "report.md").read_text()
+    assert "| accuracy |" in report and "confusion_matrix.png" in report and "loss_curve.png" in report
+
+    texts = list(pd.read_csv(overrides["test_file"])["text"])
+    predicted = sentiment.predict(out, texts, batch_size=4)
+    # the same model in memory, one text at a time
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    with torch.no_grad():
+        probabilities = [model(**tokenizer(t, return_tensors="pt")).logits.softmax(-1)[0] for t in texts]
+    assert [p["label"] for p in predicted] == [model.config.id2label[int(p.argmax())] for p in probabilities]
+    assert [p["score"] for p in predicted] == pytest.approx([float(p.max()) for p in probabilities], abs=1e-5)
+    # the saved test accuracy is what the reloaded model scores
+    truth = list(pd.read_csv(overrides["test_file"])["sentiment"])
+    assert np.mean([p["label"] == t for p, t in zip(predicted, truth)]) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_finished_run_is_not_overwritten_unless_asked(overrides):
+    sentiment.run(**overrides)
+    with pytest.raises(RecipeError, match="already holds a finished run"):
+        sentiment.build_trainer(**overrides)
+    sentiment.build_trainer(**overrides, overwrite_output_dir=True)
+
+
+# ---- the command line ---------------------------------------------------------------------------------
+
+
+def cli_args(overrides):
+    argv = []
+    for key, value in overrides.items():
+        argv += [f"--{key}", "" if value is None else str(value)]
+    return argv
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train_file": "/nonexistent/train.csv"}, "error: train_file not found: /nonexistent/train.csv"),
+        ({"label_column": "mood"}, "error: column 'mood' not found in train data"),
+        ({"learning_rat": "0.1"}, "error: unknown argument '--learning_rat'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(overrides, capsys, change, message):
+    code = cli.main(["train", "sentiment", *cli_args({**overrides, **change})])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert err[-1].startswith(message)
+    assert "Traceback" not in "\n".join(err)
+    assert not Path(overrides["output_dir"]).exists()
+
+
+def test_cli_unknown_test_label_writes_nothing(overrides, tmp_path, capsys):
+    pd.DataFrame([{"text": "hello there", "sentiment": "sarcastic"}]).to_csv(tmp_path / "odd.csv", index=False)
+    code = cli.main(["train", "sentiment", *cli_args({**overrides, "test_file": str(tmp_path / "odd.csv")})])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: label 'sarcastic' in the test split is not a known label (negative, neutral, positive)"
+    )
+    assert not Path(overrides["output_dir"]).exists()
+
+
+def test_cli_predict_from_arguments_and_file(overrides, tmp_path, capsys):
+    sentiment.run(**overrides)
+    capsys.readouterr()
+    (tmp_path / "texts.txt").write_text("i love this\n\ni hate this\n")
+    code = cli.main(["predict", "sentiment", "--model_dir", overrides["output_dir"], "what a day", "--file",
+                     str(tmp_path / "texts.txt")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(lines) == 3
+    for line, text in zip(lines, ["what a day", "i love this", "i hate this"]):
+        label, score, shown = line.split("\t")
+        assert label in {"negative", "neutral", "positive"} and 0 < float(score) <= 1 and shown == text
+
+
+def test_cli_predict_without_a_model(tmp_path, capsys):
+    assert cli.main(["predict", "sentiment", "--model_dir", str(tmp_path / "none"), "hi"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: model_dir not found: {tmp_path / 'none'}"
