@@ -3,6 +3,8 @@
     hf-recipes train RECIPE [--config FILE.yaml] [--any_argument value ...]
     hf-recipes demo [RECIPE ...]
     hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
+    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
+    hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
     hf-recipes list
 
 Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file.
@@ -65,6 +67,30 @@ def cmd_predict(opts, extra: list[str]) -> int:
     return 0
 
 
+def cmd_generate(opts, extra: list[str]) -> int:
+    import dataclasses
+
+    import recipes
+    from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
+    from hf_recipes.recipe import load_recipe_file
+
+    if extra:
+        raise RecipeError(f"unknown argument '{extra[0]}'")
+    saved = load_recipe_file(opts.model_dir)
+    name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
+    prompts = recipes.get(name).cli_prompts(opts, saved["task"])
+    known = {f.name for f in dataclasses.fields(GenerationArguments)}
+    settings = GenerationArguments(**{k: v for k, v in saved["task"].items() if k in known})
+    for key in known:
+        if getattr(opts, key, None) is not None:
+            setattr(settings, key, getattr(opts, key))
+    model, tokenizer = load_causal_lm(opts.model_dir)
+    for prompt, text in zip(prompts, generate(model, tokenizer, prompts, settings)):
+        print(f"{prompt}{text}" if name != "instruct" else text.strip())
+        print()
+    return 0
+
+
 def cmd_list(opts, extra: list[str]) -> int:
     import recipes
 
@@ -94,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch_size", type=int, default=32)
     predict.set_defaults(func=cmd_predict)
+
+    gen = sub.add_parser("generate", help="generate text with a saved causal-LM run (lyrics, instruct)")
+    gen.add_argument("--model_dir", required=True)
+    gen.add_argument("--prompt", action="append", help="lyrics: a prompt to continue (repeatable)")
+    gen.add_argument("--instruction", help="instruct: the instruction")
+    gen.add_argument("--input", default="", help="instruct: the optional input")
+    gen.add_argument("--max_new_tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top_k", type=int)
+    gen.add_argument("--top_p", type=float)
+    gen.add_argument("--repetition_penalty", type=float)
+    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int)
+    gen.add_argument("--do_sample", type=lambda v: v.lower() in {"1", "true", "yes"}, help="true or false")
+    gen.set_defaults(func=cmd_generate)
 
     listing = sub.add_parser("list", help="list the recipes and their configs")
     listing.set_defaults(func=cmd_list)

@@ -6,6 +6,8 @@ has something task-specific to show, the ``before_training`` / ``after_training`
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from hf_recipes.trainer import RecipeTrainer, make_trainer, resolve_precision
 logger = logging.getLogger("hf_recipes")
 
 FINISHED_RUN_MARKER = "all_results.json"
+RECIPE_FILE = "recipe.json"  # which recipe made a run, and its task settings (read by `hf-recipes generate`)
 
 
 @dataclass
@@ -175,6 +178,8 @@ class Recipe:
             tasks=self.model_card_task,
             dataset=args.data.dataset_name,
         )
+        task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
+        (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
         report.sections.insert(0, ("Metrics", metrics_table(metrics_by_split)))
         if plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png"):
             report.sections.insert(1, ("Loss curve", "![train and eval loss against step](loss_curve.png)"))
@@ -183,6 +188,10 @@ class Recipe:
         logger.info("Report written to %s", path)
 
     model_card_task: ClassVar[str | None] = None
+
+    def cli_prompts(self, opts, task: dict) -> list[str]:
+        """The prompts `hf-recipes generate` sends to a model this recipe trained (default: --prompt values)."""
+        raise RecipeError(f"`hf-recipes generate` does not apply to {self.name} models")
 
     def run_summary(self, prepared: Prepared, args: RecipeArgs, train_metrics: dict) -> str:
         model = args.model.model_name_or_path or f"{args.model.model_type} from scratch ({args.model.config_overrides})"
@@ -199,6 +208,13 @@ class Recipe:
         ]
         lines += [f"- {key}: {value}" for key, value in prepared.facts.items()]
         return "\n".join(lines)
+
+
+def load_recipe_file(model_dir: str | os.PathLike) -> dict:
+    path = Path(model_dir) / RECIPE_FILE
+    if not path.is_file():
+        return {"recipe": None, "task": {}}
+    return json.loads(path.read_text())
 
 
 def format_share(share: float | None) -> str:

@@ -1,0 +1,79 @@
+"""Text generation shared by the causal-LM recipes: batched, left-padded, reproducible with a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, set_seed
+
+from hf_recipes.predict import check_model_dir
+
+
+@dataclass
+class GenerationArguments:
+    """Sampling settings; config keys of every causal-LM recipe."""
+
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens to generate per prompt."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (true) or decode greedily (false)."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_k: int = field(default=50, metadata={"help": "Sample among the k most likely tokens."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "Penalty for repeating tokens (1 = none)."})
+    generation_seed: int = field(default=1234, metadata={"help": "Seed for sampling, so generations repeat."})
+    generation_batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
+
+    def generation_config(self, tokenizer) -> GenerationConfig:
+        sampling = (
+            {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p} if self.do_sample else {}
+        )
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            repetition_penalty=self.repetition_penalty,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel, tokenizer, prompts: Sequence[str], settings: GenerationArguments
+) -> list[str]:
+    """Continue each prompt; returns only the new text, cut at the first EOS.
+
+    Prompts are left-padded in batches (generation appends on the right); the attention mask hides the
+    padding and generate() derives position ids from it, so a prompt gives the same tokens alone or in a batch.
+    """
+    was_training, padding_side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    config = settings.generation_config(tokenizer)
+    set_seed(settings.generation_seed)
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), settings.generation_batch_size):
+            chunk = list(prompts[start : start + settings.generation_batch_size])
+            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
+            generated = model.generate(**batch, generation_config=config)
+            new_tokens = generated[:, batch["input_ids"].shape[1] :]
+            outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return outputs
+
+
+def load_causal_lm(model_dir: str | Path):
+    """Model (eval mode, on the GPU when there is one) and tokenizer of a saved run."""
+    path = check_model_dir(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model.eval(), tokenizer
