@@ -165,7 +165,7 @@ class Recipe:
             metrics_by_split["test"] = test_metrics
 
         self.after_training(trainer, prepared, args, report, test_output)
-        if trainer.is_world_process_zero():
+        if trainer.is_world_process_zero() and args.run.report:
             self.write_outputs(trainer, prepared, args, report, metrics_by_split)
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
