@@ -9,6 +9,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
 
 from hf_recipes import cli
+from tests.conftest import SHARED_DATA, needs_shared
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, majority_class_accuracy
 from recipes import sentiment
@@ -243,3 +244,48 @@ def test_cli_predict_from_arguments_and_file(overrides, tmp_path, capsys):
 def test_cli_predict_without_a_model(tmp_path, capsys):
     assert cli.main(["predict", "sentiment", "--model_dir", str(tmp_path / "none"), "hi"]) == 2
     assert capsys.readouterr().err.strip() == f"error: model_dir not found: {tmp_path / 'none'}"
+
+
+def test_cli_more_bad_inputs_are_one_line(overrides, tmp_path, capsys):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,sentiment\ncaf\xe9,positive\n".encode("latin-1"))
+    blank = tmp_path / "blank.csv"
+    pd.DataFrame([{"text": " ", "sentiment": "positive"}] * 3).to_csv(blank, index=False)
+    config = tmp_path / "bad.yaml"
+    config.write_text("num_train_epoch: 3\n")
+    cases = [
+        (cli_args({**overrides, "train_file": str(latin)}), "error: train_file is not UTF-8 text"),
+        (cli_args({**overrides, "train_file": str(blank)}), "error: the train split is empty after dropping"),
+        (["--config", str(config)], "error: unknown config key 'num_train_epoch'"),
+    ]
+    for argv, message in cases:
+        assert cli.main(["train", "sentiment", *argv]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
+    assert not Path(overrides["output_dir"]).exists()
+
+
+def test_hub_unreachable_fails_fast_with_what_to_do(monkeypatch, capsys):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the test's socket guard makes the hub unreachable
+    assert cli.main(["train", "sentiment"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: cannot reach the Hugging Face Hub")
+    assert "--train_file" in err and "make demo" in err
+
+
+@needs_shared
+def test_kaggle_csvs_load_with_the_sentiment_column(tiny_model_args):
+    data = SHARED_DATA / "tweet_sentiment"
+    _, prepared = sentiment.build_trainer(
+        **{
+            **tiny_model_args,
+            "train_file": str(data / "train.csv"),
+            "test_file": str(data / "test.csv"),
+            "label_column": "sentiment",
+            "tokenizer_name": str(SHARED_DATA / "gpt2_tokenizer"),
+        }
+    )
+    assert prepared.model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert len(prepared.datasets["train"]) + len(prepared.datasets["validation"]) == 27481 - 1  # one empty text
+    assert len(prepared.datasets["test"]) == 3534
+    first = prepared.raw["test"][0]
+    assert prepared.datasets["test"][0]["input_ids"] == prepared.tokenizer(first["text"])["input_ids"]
