@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--test_n", type=int, default=1000, help="test tweets")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--accumulation", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", action="store_true", help="compare fp32 and bf16 on the 124M architecture")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps for --precision")
     args = parser.parse_args()

@@ -8,16 +8,28 @@ from typing import Any, Callable
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
 from hf_recipes.model import autocast_dtype_for_cpu
 
 logger = logging.getLogger(__name__)
 
 
+def loss_averages_over_batch_tokens(model: PreTrainedModel) -> bool:
+    """True for causal LMs, whose loss divides by ``num_items_in_batch`` (tokens in the whole accumulated,
+    all-process batch). Classification heads take a plain per-micro-batch mean and ignore it."""
+    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
 class RecipeTrainer(Trainer):
-    """A Trainer that also counts how many of the tokens it computed on were real (not padding)."""
+    """A Trainer that counts real (non-padding) tokens and scales every model's loss correctly."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # Trainer assumes any forward(**kwargs) normalises its loss by num_items_in_batch; for a classifier
+        # that would sum the losses over gradient-accumulation steps and scale them by the process count.
+        if not loss_averages_over_batch_tokens(self.accelerator.unwrap_model(self.model)):
+            self.model_accepts_loss_kwargs = False
         self.real_tokens = 0
         self.computed_tokens = 0
 

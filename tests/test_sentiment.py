@@ -289,3 +289,17 @@ def test_kaggle_csvs_load_with_the_sentiment_column(tiny_model_args):
     assert len(prepared.datasets["test"]) == 3534
     first = prepared.raw["test"][0]
     assert prepared.datasets["test"][0]["input_ids"] == prepared.tokenizer(first["text"])["input_ids"]
+
+
+def test_gradient_accumulation_does_not_change_the_loss(overrides):
+    """Same rows, same order, no learning: batch 4 and batch 2 x accumulation 2 report the same train loss
+    (Trainer alone sums a classifier's micro-batch losses over accumulation steps)."""
+    common = {**overrides, "learning_rate": 0.0, "train_sampling_strategy": "sequential", "max_train_samples": 16,
+              "logging_steps": 1, "warmup_steps": 0,
+              "config_overrides": overrides["config_overrides"] + ",resid_pdrop=0,embd_pdrop=0,attn_pdrop=0"}
+    whole, _ = sentiment.build_trainer(**common, per_device_train_batch_size=4, gradient_accumulation_steps=1)
+    split, _ = sentiment.build_trainer(**common, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    loss_whole = whole.train().metrics["train_loss"]
+    loss_split = split.train().metrics["train_loss"]
+    assert 0.5 < loss_whole < 2.0  # about ln(3) for an untrained 3-class head
+    assert loss_split == pytest.approx(loss_whole, rel=1e-5)
