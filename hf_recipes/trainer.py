@@ -59,6 +59,7 @@ def resolve_precision(training_args: TrainingArguments, mixed_precision: str) ->
             mixed_precision = "bf16" if autocast_dtype_for_cpu() is not None else "no"
     training_args.bf16 = mixed_precision == "bf16"
     training_args.fp16 = mixed_precision == "fp16"
+    training_args.mixed_precision = mixed_precision  # what Trainer hands to Accelerator (set in __post_init__)
     return mixed_precision
 
 

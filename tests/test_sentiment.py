@@ -303,3 +303,10 @@ def test_gradient_accumulation_does_not_change_the_loss(overrides):
     loss_split = split.train().metrics["train_loss"]
     assert 0.5 < loss_whole < 2.0  # about ln(3) for an untrained 3-class head
     assert loss_split == pytest.approx(loss_whole, rel=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_mixed_precision_reaches_the_accelerator(overrides, precision):
+    trainer, _ = sentiment.build_trainer(**{**overrides, "mixed_precision": precision})
+    assert trainer.accelerator.mixed_precision == precision
+    assert trainer.args.bf16 == (precision == "bf16")
