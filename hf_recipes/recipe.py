@@ -44,6 +44,7 @@ class Prepared:
     compute_metrics: Callable | None = None
     preprocess_logits_for_metrics: Callable | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # data facts for the report (rows dropped, ...)
+    before: dict[str, Any] = field(default_factory=dict)  # what before_training measured, for after_training
 
 
 def setup_logging(training_args) -> None:

@@ -1,0 +1,210 @@
+"""Song lyrics: causal-LM fine-tuning of GPT-2 (GPT2LMHeadModel) on packed blocks of whole songs.
+
+Python API::
+
+    from recipes import lyrics
+    metrics = lyrics.run("recipes/demo/lyrics.yaml")
+    lyrics.generate("runs/demo/lyrics", ["Down by the river"], temperature=0.7)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from datasets import Dataset, DatasetDict
+from transformers import AutoModelForCausalLM, default_data_collator
+
+from hf_recipes.config import RecipeArgs
+from hf_recipes.data import check_local_file, load_splits, map_splits, random_split
+from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
+from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.report import markdown_table
+
+HERE = Path(__file__).parent
+BLANK_LINE = "\n\n"
+
+
+@dataclass
+class LyricsArguments(GenerationArguments):
+    song_separator: str = field(
+        default=BLANK_LINE, metadata={"help": "What separates songs in a .txt file (default: a blank line)."}
+    )
+    block_size: int | None = field(
+        default=None, metadata={"help": "Tokens per packed block (default: the model context, 1,024 for GPT-2)."}
+    )
+    reset_position_ids: bool = field(
+        default=True,
+        metadata={"help": "Restart position ids at every song inside a block, so songs do not attend to each other."},
+    )
+    test_split_percentage: float = field(
+        default=10, metadata={"help": "Percent of songs carved out as test when there is no test split."}
+    )
+    prompts: list[str] = field(
+        default_factory=lambda: ["Down by the river", "Oh my darling", "The night is"],
+        metadata={"help": "Prompts generated from before and after training, shown side by side in the report."},
+    )
+
+
+def split_songs(text: str, separator: str) -> list[str]:
+    """Songs of a text file: split at ``separator`` (a blank line, however many spaces it holds, by default)."""
+    parts = re.split(r"\n[ \t]*\n", text) if separator == BLANK_LINE else text.split(separator)
+    return [song.strip() for song in parts if song.strip()]
+
+
+def read_songs(path: str, separator: str) -> list[str]:
+    """Songs from one .txt file, or one song per .txt file of a folder."""
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(folder.glob("*.txt"))
+        if not files:
+            raise RecipeError(f"train_file folder {path} holds no .txt files")
+        songs = []
+        for file in files:
+            check_local_file(str(file), "train_file")
+            songs += [song] if (song := file.read_text(encoding="utf-8").strip()) else []
+        return songs
+    check_local_file(path, "train_file")
+    return split_songs(Path(path).read_text(encoding="utf-8"), separator)
+
+
+def load_songs(args: RecipeArgs) -> DatasetDict:
+    """One row per song; validation and test are carved by song, so no song is split across them."""
+    data, seed, text = args.data, args.training.seed, args.data.text_column
+    train_file = data.train_file
+    if train_file and (Path(train_file).is_dir() or train_file.endswith(".txt")) and not data.validation_file:
+        songs = Dataset.from_dict({text: read_songs(train_file, args.task.song_separator)})
+        if len(songs) < 3:
+            raise RecipeError(f"need at least 3 songs to carve validation and test splits, found {len(songs)}")
+        train, validation = random_split(songs, data.validation_split_percentage / 100, seed)
+        raw = DatasetDict({"train": train, "validation": validation})
+    else:
+        raw = load_splits(data, args.model, seed, required_columns=(text,))
+    if "test" not in raw:
+        raw["train"], raw["test"] = random_split(raw["train"], args.task.test_split_percentage / 100, seed)
+    for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples)):
+        if limit is not None:
+            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+    return raw
+
+
+def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: bool) -> dict[str, list]:
+    """Concatenate songs (each already ending in EOS) and cut them into full blocks of ``block_size``.
+
+    Every computed token is real. Position ids restart at each song and at each block, so a block holding
+    several songs gets a block-diagonal causal mask (transformers builds it from the restarts when no attention
+    mask is given) and a song never attends to the one before it. The tail shorter than a block is dropped.
+    Labels equal the input ids (the model shifts them); the first token of a song is predicted from the
+    previous song's EOS, as in run_clm.
+    """
+    ids: list[int] = []
+    song_starts: set[int] = set()
+    for tokens in token_lists:
+        song_starts.add(len(ids))
+        ids += tokens
+    usable = len(ids) // block_size * block_size
+    positions, position = [], 0
+    for i in range(usable):
+        if i % block_size == 0 or (reset_position_ids and i in song_starts):
+            position = 0  # a song continued from the previous block restarts at 0 too
+        positions.append(position)
+        position += 1
+    starts = range(0, usable, block_size)
+    return {
+        "input_ids": [ids[i : i + block_size] for i in starts],
+        "labels": [ids[i : i + block_size] for i in starts],
+        "position_ids": [positions[i : i + block_size] for i in starts],
+        "dropped_tokens": [len(ids) - usable] * len(starts),
+    }
+
+
+class LyricsRecipe(Recipe):
+    name = "lyrics"
+    title = "Song lyrics: causal-LM fine-tuning"
+    task_args_class = LyricsArguments
+    default_config = HERE / "lyrics.yaml"
+    model_card_task = "text-generation"
+    reports_perplexity = True
+
+    def prepare(self, args: RecipeArgs) -> Prepared:
+        raw = load_songs(args)
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, AutoModelForCausalLM, tokenizer)
+        block_size = args.task.block_size or max_length(tokenizer, model, None)
+        if block_size > max_length(tokenizer, model, None):
+            raise RecipeError(
+                f"block_size {block_size} is larger than the model's context of {max_length(tokenizer, model, None)}"
+            )
+        text, eos = args.data.text_column, tokenizer.eos_token_id
+
+        def tokenize_and_pack(batch):
+            songs = [ids + [eos] for ids in tokenizer(batch[text])["input_ids"]]
+            return pack(songs, block_size, args.task.reset_position_ids)
+
+        # batch_size=None packs each split as one stream, so only one tail per split is dropped
+        with args.training.main_process_first(desc="tokenizing and packing"):
+            blocks = DatasetDict({
+                split: songs.map(tokenize_and_pack, batched=True, batch_size=None, remove_columns=songs.column_names,
+                                 load_from_cache_file=not args.data.overwrite_cache, desc=f"Packing ({split})")
+                for split, songs in raw.items()
+            })
+        dropped = {}
+        for split in list(blocks):
+            if len(blocks[split]) == 0:
+                raise RecipeError(f"the {split} split has fewer tokens than one block of {block_size}; "
+                                  "lower block_size or add songs")
+            dropped[split] = blocks[split][0]["dropped_tokens"]
+            blocks[split] = blocks[split].remove_columns("dropped_tokens")
+        return Prepared(
+            model=model,
+            tokenizer=tokenizer,
+            raw=raw,
+            datasets=blocks,
+            data_collator=default_data_collator,
+            facts={
+                "songs train/validation/test": " / ".join(str(len(raw[s])) for s in ("train", "validation", "test")),
+                "block size": block_size,
+                "tokens dropped (tail shorter than a block)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
+                "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask)"
+                if args.task.reset_position_ids else "no (songs attend to earlier songs in the block)",
+            },
+        )
+
+    def before_training(self, trainer, prepared, args, report) -> None:
+        prepared.before["loss"] = trainer.evaluate(metric_key_prefix="start")["start_loss"]
+        prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+
+    def after_training(self, trainer, prepared, args, report, test_output) -> None:
+        start_loss, before = prepared.before["loss"], prepared.before["generations"]
+        after = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+        final = [e for e in trainer.state.log_history if "eval_loss" in e][-1]["eval_loss"]
+        report.add("Perplexity on validation", markdown_table([
+            {"model": "before fine-tuning", "loss": start_loss, "perplexity": math.exp(start_loss)},
+            {"model": "after fine-tuning", "loss": final, "perplexity": math.exp(final)},
+        ]))
+        rows = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(args.task.prompts, before, after)]
+        settings = (f"temperature {args.task.temperature}, top_k {args.task.top_k}, top_p {args.task.top_p}, "
+                    f"repetition_penalty {args.task.repetition_penalty}, max_new_tokens {args.task.max_new_tokens}, "
+                    f"seed {args.task.generation_seed}")
+        report.add("Generations before and after", f"Sampling: {settings}.\n\n" + markdown_table(rows))
+
+    def cli_prompts(self, opts, task: dict) -> list[str]:
+        if not opts.prompt:
+            raise RecipeError("give at least one --prompt")
+        return list(opts.prompt)
+
+
+RECIPE = LyricsRecipe()
+build_trainer = RECIPE.build_trainer
+run = RECIPE.run
+
+
+def generate(model_dir: str | Path, prompts: Sequence[str], **settings) -> list[str]:
+    """Continue each prompt with a saved lyrics model; ``settings`` are GenerationArguments fields."""
+    model, tokenizer = load_causal_lm(model_dir)
+    return generate_text(model, tokenizer, list(prompts), GenerationArguments(**settings))

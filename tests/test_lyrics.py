@@ -1,0 +1,114 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_recipes import cli
+from hf_recipes.errors import RecipeError
+from recipes import lyrics
+from recipes.lyrics import pack, read_songs, split_songs
+from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
+
+SONGS = SAMPLES / "lyrics" / "songs.txt"
+
+
+@pytest.fixture
+def overrides(tiny_model_args):
+    return {**tiny_model_args, "train_file": str(SONGS), "block_size": 64, "num_train_epochs": 1,
+            "max_new_tokens": 8, "prompts": ["Down by", "My true"], "eval_strategy": "epoch"}
+
+
+def test_songs_split_at_blank_lines_or_a_chosen_separator(tmp_path):
+    assert split_songs("a\nb\n\nc\n  \t\nd\n\n\n", "\n\n") == ["a\nb", "c", "d"]
+    assert split_songs("a\n%%\nb\n%%\n", "%%") == ["a", "b"]
+    (tmp_path / "2.txt").write_text("second\nsong\n")
+    (tmp_path / "1.txt").write_text("first\n\nsong\n")
+    (tmp_path / "notes.md").write_text("not a song")
+    assert read_songs(str(tmp_path), "\n\n") == ["first\n\nsong", "second\nsong"]
+
+
+def test_packing_keeps_every_token_in_order_and_restarts_positions():
+    eos = 0
+    packed = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=True)
+    assert packed["input_ids"] == [[1, 2, 0, 3], [4, 5, 0, 6]]
+    assert packed["labels"] == packed["input_ids"]
+    # song 2 starts at 0 in block 1 and restarts at 0 again where it continues in block 2
+    assert packed["position_ids"] == [[0, 1, 2, 0], [0, 1, 2, 0]]
+    assert packed["dropped_tokens"] == [1, 1]
+    plain = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=False)
+    assert plain["position_ids"] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+
+
+def test_blocks_are_the_songs_plus_eos_up_to_the_dropped_tail(overrides):
+    _, prepared = lyrics.build_trainer(**overrides)
+    tokenizer, eos = prepared.tokenizer, prepared.tokenizer.eos_token_id
+    for split in ("train", "validation", "test"):
+        stream = [t for song in prepared.raw[split]["text"] for t in tokenizer(song)["input_ids"] + [eos]]
+        blocks = prepared.datasets[split]
+        packed = [t for ids in blocks["input_ids"] for t in ids]
+        assert all(len(ids) == 64 for ids in blocks["input_ids"])
+        assert len(stream) - len(packed) < 64
+        assert packed == stream[: len(packed)]
+        assert list(blocks["labels"]) == list(blocks["input_ids"])
+        assert packed.count(eos) == sum(1 for t in stream[: len(packed)] if t == eos)
+        assert stream.count(eos) == len(prepared.raw[split])  # exactly one EOS per song
+    assert "attention_mask" not in prepared.datasets["train"].column_names  # no padding anywhere
+
+
+def test_split_is_by_song_disjoint_and_reproducible(overrides):
+    _, first = lyrics.build_trainer(**overrides)
+    _, second = lyrics.build_trainer(**overrides)
+    splits = {s: set(first.raw[s]["text"]) for s in ("train", "validation", "test")}
+    assert not splits["train"] & splits["validation"] and not splits["train"] & splits["test"]
+    assert not splits["validation"] & splits["test"]
+    assert sum(map(len, splits.values())) == len(split_songs(SONGS.read_text(), "\n\n"))
+    assert all(list(first.raw[s]["text"]) == list(second.raw[s]["text"]) for s in splits)
+
+
+def test_songs_in_one_block_do_not_attend_to_each_other(overrides):
+    _, prepared = lyrics.build_trainer(**overrides)
+    model = prepared.model.eval()
+    block = next(b for b in prepared.datasets["train"] if 0 in b["position_ids"][1:])  # holds a song start
+    positions = block["position_ids"]
+    start = positions.index(0, 1)
+    with torch.no_grad():
+        in_block = model(input_ids=torch.tensor([block["input_ids"]]),
+                         position_ids=torch.tensor([positions])).logits[0, start:]
+        alone = model(input_ids=torch.tensor([block["input_ids"][start:]])).logits[0]
+    torch.testing.assert_close(in_block, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_block_size_beyond_the_context_is_an_error(overrides):
+    with pytest.raises(RecipeError, match="block_size 512 is larger than the model's context of 128"):
+        lyrics.build_trainer(**{**overrides, "block_size": 512})
+
+
+def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, capsys):
+    metrics = lyrics.run(**overrides)
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_loss"]))
+    assert metrics["train_real_token_share"] == 1.0
+    out = Path(overrides["output_dir"])
+    report = (out / "report.md").read_text()
+    assert "Perplexity on validation" in report and "Generations before and after" in report
+    assert json.loads((out / "recipe.json").read_text())["recipe"] == "lyrics"
+
+    first = lyrics.generate(out, ["Down by the"], max_new_tokens=12, generation_seed=7)
+    again = lyrics.generate(out, ["Down by the"], max_new_tokens=12, generation_seed=7)
+    assert first == again and len(first) == 1
+    capsys.readouterr()
+    assert cli.main(["generate", "--model_dir", str(out), "--prompt", "Down by the", "--max_new_tokens", "12",
+                     "--seed", "7"]) == 0
+    assert capsys.readouterr().out.strip() == ("Down by the" + first[0]).strip()
+
+
+@needs_shared
+def test_real_songbooks_pack_with_the_gpt2_tokenizer(overrides):
+    _, prepared = lyrics.build_trainer(**{
+        **overrides, "train_file": str(SHARED_DATA / "lyrics" / "all_songs.txt"),
+        "tokenizer_name": str(SHARED_DATA / "gpt2_tokenizer"), "max_train_samples": 200,
+    })
+    assert len(prepared.raw["train"]) == 200
+    assert all(len(ids) == 64 for ids in prepared.datasets["train"]["input_ids"])
