@@ -1,0 +1,39 @@
+"""What the benchmark scripts share: the real data beside the repo, the tiny GPT-2, and settings for timing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATA = REPO.parent / "shared" / "data"
+GPT2_FILES = DATA / "gpt2_tokenizer"  # the original GPT-2 tokenizer and the 124M config
+TINY = "n_layer=2,n_embd=128,n_head=2,n_positions=1024"
+
+
+def require_data() -> None:
+    if not DATA.is_dir():
+        sys.exit(f"error: {DATA} not found (the benchmarks read the real data beside the repo)")
+
+
+def timing_overrides(output_dir: str, **extra) -> dict:
+    """A tiny GPT-2 from scratch with the real tokenizer; no evaluation, checkpoints or report while timing."""
+    return {
+        "model_name_or_path": None,
+        "model_type": "gpt2",
+        "config_overrides": TINY,
+        "tokenizer_name": str(GPT2_FILES),
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "disable_tqdm": True,
+        "output_dir": output_dir,
+        "overwrite_output_dir": True,
+        "mixed_precision": "no",
+        "report": False,
+        **extra,
+    }
