@@ -9,6 +9,8 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 LYRICS ?=
+MODEL  ?=
+BENCH  ?= sentiment
 
 .PHONY: install demo test sentiment lyrics instruct bench clean
 
@@ -38,10 +40,10 @@ lyrics: $(STAMP)
 	$(BIN)/hf-recipes train lyrics $(if $(LYRICS),--train_file $(LYRICS)) $(ARGS)
 
 instruct: $(STAMP)
-	$(BIN)/hf-recipes train instruct $(ARGS)
+	$(BIN)/hf-recipes train instruct $(if $(MODEL),--model_name_or_path $(MODEL)) $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_sentiment.py $(ARGS)
+	$(BIN)/python bench/bench_$(BENCH).py $(ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

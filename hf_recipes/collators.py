@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import DataCollatorWithPadding
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -17,5 +17,18 @@ class PaddingCollator(DataCollatorWithPadding):
 
     def __call__(self, features):
         batch = super().__call__(features)
+        batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
+        return batch
+
+
+class LabelPaddingCollator(DataCollatorForSeq2Seq):
+    """Pads input ids and labels to the batch's longest sequence. Label padding is -100 by position, so a real
+    EOS (the same id as the pad token for GPT-2) stays a target; position ids count real tokens only."""
+
+    def __init__(self, tokenizer, **kwargs):
+        super().__init__(tokenizer, label_pad_token_id=-100, **kwargs)
+
+    def __call__(self, features, return_tensors=None):
+        batch = super().__call__(features, return_tensors)
         batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
         return batch

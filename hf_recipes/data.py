@@ -6,13 +6,14 @@ import codecs
 import logging
 from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import urlparse
 
 import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError
-from hf_recipes.model import ensure_hub_reachable, is_local
+from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ def check_local_file(path: str, option: str) -> None:
 def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dict | None = None) -> DatasetDict:
     files = {split: getattr(data_args, option) for split, option in SPLIT_FILES.items() if getattr(data_args, option)}
     for split, path in files.items():
-        if not is_url(path):
+        if is_url(path):
+            ensure_reachable(path, urlparse(path).hostname, f"{SPLIT_FILES[split]} {path}",
+                             f"download it and pass --{SPLIT_FILES[split]} with the local path")
+        else:
             check_local_file(path, SPLIT_FILES[split])
     builders = {builder_for(path, SPLIT_FILES[split]) for split, path in files.items()}
     if len(builders) > 1:
@@ -103,12 +107,15 @@ def load_splits(
     seed: int,
     required_columns: Iterable[str] = (),
     text_kwargs: dict | None = None,
-    split_train: Callable[[Dataset, float, int], tuple[Dataset, Dataset]] | None = None,
+    split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
+    test_split_percentage: float | None = None,
 ) -> DatasetDict:
-    """Return a DatasetDict with train, validation and (when given) test splits.
+    """Return a DatasetDict with train, validation and (when given or ``test_split_percentage`` is set) test.
 
     Local files win over ``dataset_name``. A missing validation split is carved from train with ``seed``
-    (``split_train`` lets a recipe choose the unit it carves by). Columns are checked by name.
+    (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
+    split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
+    Columns are checked by name.
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -130,14 +137,25 @@ def load_splits(
                 f"columns found: {', '.join(dataset.column_names)}"
             )
 
+    carve = split_train or random_split
+    whole = len(raw["train"])
+    fraction: float | int = data_args.validation_split_percentage / 100
+    if test_split_percentage and "test" not in raw:
+        if not 0 < test_split_percentage < 100:
+            raise RecipeError(f"test_split_percentage must be between 0 and 100, got {test_split_percentage}")
+        test_rows = round(whole * test_split_percentage / 100)
+        fraction = round(whole * fraction)
+        if min(test_rows, fraction) < 1 or whole - test_rows - ("validation" not in raw) * fraction < 1:
+            raise RecipeError(f"train data has {whole} rows: too few to carve validation and test splits")
+        raw["train"], raw["test"] = carve(raw["train"], test_rows, seed)
+        logger.info("Carved %d test rows from train (%.0f%%, seed %d)", test_rows, test_split_percentage, seed)
     if "validation" not in raw:
-        fraction = data_args.validation_split_percentage / 100
         if len(raw["train"]) < 2:
             raise RecipeError("train data needs at least 2 rows to carve a validation split")
-        carve = split_train or random_split
         raw["train"], raw["validation"] = carve(raw["train"], fraction, seed)
         logger.info(
-            "Carved %d validation rows from train (%.0f%%, seed %d)", len(raw["validation"]), fraction * 100, seed
+            "Carved %d validation rows from train (%.0f%%, seed %d)",
+            len(raw["validation"]), data_args.validation_split_percentage, seed,
         )
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
     limits["test"] = data_args.max_test_samples
@@ -147,8 +165,9 @@ def load_splits(
     return DatasetDict({split: raw[split] for split in ("train", "validation", "test") if split in raw})
 
 
-def random_split(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    parts = train.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+def random_split(train: Dataset, size: float | int, seed: int) -> tuple[Dataset, Dataset]:
+    """Shuffle with ``seed`` and carve ``size`` rows (an int) or that share of them (a float)."""
+    parts = train.train_test_split(test_size=size, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
 
 

@@ -47,24 +47,27 @@ def generate(
 
     Prompts are left-padded in batches (generation appends on the right); the attention mask hides the
     padding and generate() derives position ids from it, so a prompt gives the same tokens alone or in a batch.
+    Batches hold prompts of similar length (less padding); outputs come back in the order of ``prompts``.
     """
     was_training, padding_side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"
     config = settings.generation_config(tokenizer)
     set_seed(settings.generation_seed)
-    outputs: list[str] = []
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lengths.__getitem__)
+    outputs: dict[int, str] = {}
     try:
-        for start in range(0, len(prompts), settings.generation_batch_size):
-            chunk = list(prompts[start : start + settings.generation_batch_size])
-            batch = tokenizer(chunk, return_tensors="pt", padding=True).to(model.device)
+        for start in range(0, len(order), settings.generation_batch_size):
+            indices = order[start : start + settings.generation_batch_size]
+            batch = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True).to(model.device)
             generated = model.generate(**batch, generation_config=config)
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            outputs.update(zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)))
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
-    return outputs
+    return [outputs[i] for i in range(len(prompts))]
 
 
 def load_causal_lm(model_dir: str | Path):

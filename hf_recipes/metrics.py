@@ -43,3 +43,25 @@ def majority_class_accuracy(train_labels: Sequence[int], test_labels: Sequence[i
     values, counts = np.unique(np.asarray(train_labels), return_counts=True)
     majority = values[counts.argmax()]
     return float(np.mean(np.asarray(test_labels) == majority))
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, whitespace runs collapsed: formatting alone does not make an answer wrong."""
+    return " ".join(text.lower().split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of predictions equal to their reference after :func:`normalize_answer`."""
+    if not references:
+        return float("nan")
+    return float(np.mean([normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references)]))
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F1 (longest common subsequence of words), computed offline with ``rouge_score``."""
+    from rouge_score import rouge_scorer
+
+    if not references:
+        return float("nan")
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]))

@@ -30,14 +30,19 @@ def ensure_hub_reachable(what: str) -> None:
     """
     if hub_is_offline():
         return  # offline mode reads the local cache only, and fails fast by itself
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    ensure_reachable(endpoint, f"the Hugging Face Hub ({urlparse(endpoint).hostname})", what,
+                     f"{OFFLINE_HINT} (set HF_HUB_OFFLINE=1 to use what is already in the local cache)")
+
+
+def ensure_reachable(url: str, server: str, what: str, hint: str) -> None:
+    """One connection attempt with a 3-second limit, so a missing network is one clear line, not a long retry."""
+    parsed = urlparse(url)
     try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=3).close()
-    except OSError:
-        raise RecipeError(
-            f"cannot reach the Hugging Face Hub ({endpoint.hostname}) to fetch {what}: {OFFLINE_HINT} "
-            "(set HF_HUB_OFFLINE=1 to use what is already in the local cache)"
-        ) from None
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        socket.create_connection((parsed.hostname, port), timeout=3).close()
+    except (OSError, ValueError):
+        raise RecipeError(f"cannot reach {server} to fetch {what}: {hint}") from None
 
 
 def is_local(name: str) -> bool:

@@ -23,7 +23,7 @@ from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import add_perplexity
 from hf_recipes.model import is_local
-from hf_recipes.report import Report, metrics_table, plot_loss_curve
+from hf_recipes.report import Report, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, make_trainer, resolve_precision
 
 logger = logging.getLogger("hf_recipes")
@@ -71,6 +71,7 @@ class Recipe:
     task_args_class: ClassVar[type]
     default_config: ClassVar[Path]
     reports_perplexity: ClassVar[bool] = False
+    compares_start: ClassVar[bool] = False  # evaluate the starting model too; the report shows both losses
 
     # ---- task-specific parts -------------------------------------------------------------------------
     def prepare(self, args: RecipeArgs) -> Prepared:
@@ -86,8 +87,11 @@ class Recipe:
         args: RecipeArgs,
         report: Report,
         test_output: PredictionOutput | None,
-    ) -> None:
-        """Task-specific report sections from the trained model (e.g. confusion matrix, generations)."""
+    ) -> dict[str, float] | None:
+        """Task-specific report sections from the trained model (e.g. confusion matrix, generations).
+
+        May return extra ``test_*`` metrics (e.g. scores of generated answers); they join the test metrics files.
+        """
 
     # ---- shared flow ---------------------------------------------------------------------------------
     def parse(
@@ -133,6 +137,7 @@ class Recipe:
     def run_from_args(self, args: RecipeArgs) -> dict:
         trainer, prepared = self.build_trainer_from_args(args)
         report = Report(self.title)
+        start_metrics = trainer.evaluate(metric_key_prefix="start") if self.compares_start else None
         self.before_training(trainer, prepared, args, report)
 
         train_result = trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
@@ -152,6 +157,9 @@ class Recipe:
             add_perplexity(eval_metrics, "eval")
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
+        if start_metrics:
+            report.add("Validation loss before and after fine-tuning", self.start_and_end_table(
+                start_metrics["start_loss"], eval_metrics["eval_loss"]))
 
         metrics_by_split = {"train": train_metrics, "eval": eval_metrics}
         test_output = None
@@ -165,7 +173,11 @@ class Recipe:
             trainer.save_metrics("test", test_metrics)
             metrics_by_split["test"] = test_metrics
 
-        self.after_training(trainer, prepared, args, report, test_output)
+        extra = self.after_training(trainer, prepared, args, report, test_output)
+        if extra and "test" in metrics_by_split:  # e.g. scores of generated answers
+            metrics_by_split["test"].update(extra)
+            trainer.log_metrics("test", extra)
+            trainer.save_metrics("test", metrics_by_split["test"])
         if trainer.is_world_process_zero() and args.run.report:
             self.write_outputs(trainer, prepared, args, report, metrics_by_split)
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
@@ -189,6 +201,13 @@ class Recipe:
         logger.info("Report written to %s", path)
 
     model_card_task: ClassVar[str | None] = None
+
+    def start_and_end_table(self, start_loss: float, end_loss: float) -> str:
+        rows = [{"model": "starting model", "loss": start_loss}, {"model": "fine-tuned", "loss": end_loss}]
+        if self.reports_perplexity:
+            for row in rows:
+                row["perplexity"] = add_perplexity({"eval_loss": row["loss"]}, "eval")["eval_perplexity"]
+        return markdown_table(rows)
 
     def cli_prompts(self, opts, task: dict) -> list[str]:
         """The prompts `hf-recipes generate` sends to a model this recipe trained (default: --prompt values)."""

@@ -9,7 +9,6 @@ Python API::
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +129,7 @@ class LyricsRecipe(Recipe):
     default_config = HERE / "lyrics.yaml"
     model_card_task = "text-generation"
     reports_perplexity = True
+    compares_start = True
 
     def prepare(self, args: RecipeArgs) -> Prepared:
         raw = load_songs(args)
@@ -176,17 +176,11 @@ class LyricsRecipe(Recipe):
         )
 
     def before_training(self, trainer, prepared, args, report) -> None:
-        prepared.before["loss"] = trainer.evaluate(metric_key_prefix="start")["start_loss"]
         prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
 
     def after_training(self, trainer, prepared, args, report, test_output) -> None:
-        start_loss, before = prepared.before["loss"], prepared.before["generations"]
+        before = prepared.before["generations"]
         after = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
-        final = [e for e in trainer.state.log_history if "eval_loss" in e][-1]["eval_loss"]
-        report.add("Perplexity on validation", markdown_table([
-            {"model": "before fine-tuning", "loss": start_loss, "perplexity": math.exp(start_loss)},
-            {"model": "after fine-tuning", "loss": final, "perplexity": math.exp(final)},
-        ]))
         rows = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(args.task.prompts, before, after)]
         settings = (f"temperature {args.task.temperature}, top_k {args.task.top_k}, top_p {args.task.top_p}, "
                     f"repetition_penalty {args.task.repetition_penalty}, max_new_tokens {args.task.max_new_tokens}, "

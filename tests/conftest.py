@@ -57,3 +57,11 @@ def tiny_model_args(tmp_path):
         "mixed_precision": "no",
         "use_cpu": True,
     }
+
+
+def cli_args(overrides):
+    """Keyword overrides as command-line flags; None becomes "" (unset)."""
+    argv = []
+    for key, value in overrides.items():
+        argv += [f"--{key}", "" if value is None else str(value)]
+    return argv

@@ -92,7 +92,7 @@ def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, c
     assert metrics["train_real_token_share"] == 1.0
     out = Path(overrides["output_dir"])
     report = (out / "report.md").read_text()
-    assert "Perplexity on validation" in report and "Generations before and after" in report
+    assert "Validation loss before and after fine-tuning" in report and "Generations before and after" in report
     assert json.loads((out / "recipe.json").read_text())["recipe"] == "lyrics"
 
     first = lyrics.generate(out, ["Down by the"], max_new_tokens=12, generation_seed=7)

@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
 
 from hf_recipes import cli
-from tests.conftest import SHARED_DATA, needs_shared
+from tests.conftest import SHARED_DATA, cli_args, needs_shared
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, majority_class_accuracy
 from recipes import sentiment
@@ -192,13 +192,6 @@ def test_finished_run_is_not_overwritten_unless_asked(overrides):
 
 
 # ---- the command line ---------------------------------------------------------------------------------
-
-
-def cli_args(overrides):
-    argv = []
-    for key, value in overrides.items():
-        argv += [f"--{key}", "" if value is None else str(value)]
-    return argv
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,299 @@
+"""Instruction tuning: GPT-2 (GPT2LMHeadModel) learns to answer Alpaca-style prompts; loss on responses only.
+
+Python API::
+
+    from recipes import instruct
+    metrics = instruct.run("recipes/demo/instruct.yaml")
+    instruct.generate("runs/demo/instruct", "Name a day of the weekend.")
+    instruct.generate("runs/demo/instruct", "Rewrite the sentence in passive voice.", input="The cat ate the fish.")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import string
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
+
+from hf_recipes.collators import LabelPaddingCollator
+from hf_recipes.config import RecipeArgs
+from hf_recipes.data import load_splits, map_splits
+from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
+from hf_recipes.metrics import exact_match, rouge_l
+from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
+from hf_recipes.report import markdown_table
+
+HERE = Path(__file__).parent
+logger = logging.getLogger("hf_recipes")
+
+# The Alpaca prompt as in "Build a Large Language Model (From Scratch)", chapter 7. The response follows it.
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+    "\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:\n"
+)
+ALPACA_INPUT = "\n\n### Input:\n{input}"
+GENERATIONS_FILE = "test_generations.jsonl"
+JUDGE_PROMPT = (
+    "Given the input `{prompt}` and correct output `{reference}`, score the model response `{generated}` on a "
+    "scale from 0 to 100, where 100 is the best score. Respond with the integer number only."
+)
+
+
+@dataclass
+class InstructArguments(GenerationArguments):
+    prompt_template: str = field(
+        default=ALPACA_PROMPT,
+        metadata={"help": "Prompt before the response; holds {instruction} and {input_section}."},
+    )
+    input_template: str = field(
+        default=ALPACA_INPUT,
+        metadata={"help": "The {input_section} when a record has a non-empty input; holds {input}."},
+    )
+    instruction_column: str = field(default="instruction", metadata={"help": "Column holding the instruction."})
+    input_column: str = field(default="input", metadata={"help": "Column holding the optional input."})
+    output_column: str = field(default="output", metadata={"help": "Column holding the reference response."})
+    train_on_inputs: bool = field(
+        default=False, metadata={"help": "Also train on prompt tokens (default: loss on response tokens only)."}
+    )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Concatenate each batch into one row with restarting position ids (no padding at all) "
+                          "instead of padding to the longest example."},
+    )
+    test_split_percentage: float = field(
+        default=10, metadata={"help": "Percent of records carved out as test when there is no test split."}
+    )
+    report_examples: int = field(
+        default=5, metadata={"help": "Test records shown in the report with the starting and fine-tuned answers."}
+    )
+    judge_url: str | None = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible endpoint for LLM-judge scores, e.g. http://localhost:11434/v1 "
+                          "(Ollama). Off when unset."},
+    )
+    judge_model: str = field(default="llama3", metadata={"help": "Model name the judge endpoint serves."})
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the judge's API key, if any."}
+    )
+    # Greedy decoding by default: answers are scored against references.
+    do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
+
+    def __post_init__(self):
+        check_template(self.prompt_template, "prompt_template", {"instruction", "input_section"})
+        check_template(self.input_template, "input_template", {"input"})
+
+
+def check_template(template: str, option: str, fields: set[str]) -> None:
+    try:
+        found = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise RecipeError(f"{option} is not a valid template: {err}") from None
+    if found != fields:
+        raise RecipeError(
+            f"{option} must hold exactly {', '.join('{' + f + '}' for f in sorted(fields))}; found "
+            f"{', '.join('{' + f + '}' for f in sorted(found)) or 'no fields'}"
+        )
+
+
+def render_prompt(instruction: str, input: str | None, task: InstructArguments) -> str:
+    """The prompt for one record; the input section is left out when the input is empty."""
+    section = task.input_template.format(input=input) if input and input.strip() else ""
+    return task.prompt_template.format(instruction=instruction, input_section=section)
+
+
+def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, limit: int, train_on_inputs: bool):
+    """Input ids = prompt + response + EOS, cut at ``limit``. Labels are -100 on the prompt unless
+    ``train_on_inputs``; the response and its EOS are always targets."""
+    input_ids = (prompt_ids + response_ids + [eos])[:limit]
+    prompt_labels = prompt_ids if train_on_inputs else [-100] * len(prompt_ids)
+    return input_ids, (prompt_labels + response_ids + [eos])[:limit]
+
+
+def check_records(raw, task: InstructArguments) -> None:
+    """Every record needs an instruction and an output; a missing input column means no inputs."""
+    for split in list(raw):
+        if task.input_column not in raw[split].column_names:
+            raw[split] = raw[split].add_column(task.input_column, [""] * len(raw[split]))
+        for column in (task.instruction_column, task.output_column):
+            missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in raw[split][column])
+            if missing:
+                raise RecipeError(f"{missing} {split} records have no '{column}'")
+        if len(raw[split]) == 0:
+            raise RecipeError(f"the {split} split has no records")
+
+
+class InstructRecipe(Recipe):
+    name = "instruct"
+    title = "Instruction tuning"
+    task_args_class = InstructArguments
+    default_config = HERE / "instruct.yaml"
+    model_card_task = "text-generation"
+    reports_perplexity = True
+    compares_start = True
+
+    def prompts(self, records, task: InstructArguments) -> list[str]:
+        return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
+
+    def prepare(self, args: RecipeArgs) -> Prepared:
+        task = args.task
+        raw = load_splits(args.data, args.model, args.training.seed,
+                          required_columns=(task.instruction_column, task.output_column),
+                          test_split_percentage=task.test_split_percentage)
+        check_records(raw, task)
+        tokenizer = load_tokenizer(args.model)
+        model = load_model(args.model, AutoModelForCausalLM, tokenizer)
+        limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
+
+        def tokenize(batch):
+            prompts = tokenizer(self.prompts(batch, task))["input_ids"]
+            responses = tokenizer(batch[task.output_column])["input_ids"]
+            examples = [build_example(p, r, eos, limit, task.train_on_inputs) for p, r in zip(prompts, responses)]
+            return {
+                "input_ids": [ids for ids, _ in examples],
+                "labels": [labels for _, labels in examples],
+                "truncated": [len(p) + len(r) + 1 > limit for p, r in zip(prompts, responses)],
+            }
+
+        tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
+        truncated = {split: sum(data["truncated"]) for split, data in tokenized.items()}
+        tokenized = tokenized.remove_columns("truncated")
+        if truncated["train"]:
+            logger.warning("%d train records are longer than %d tokens and were cut (their EOS is lost)",
+                           truncated["train"], limit)
+        if task.padding_free:
+            collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+            batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
+        else:
+            collator = LabelPaddingCollator(tokenizer)
+            grouped = "group_by_length" in str(args.training.train_sampling_strategy)
+            batching = "padded to the longest record of each batch" + (", batches grouped by length" if grouped else "")
+        return Prepared(
+            model=model,
+            tokenizer=tokenizer,
+            raw=raw,
+            datasets=tokenized,
+            data_collator=collator,
+            facts={
+                "loss on": "prompt and response" if task.train_on_inputs else "response tokens and EOS only",
+                "batching": batching,
+                "records cut at max length": f"{limit} tokens: " + ", ".join(f"{s} {n}" for s, n in truncated.items()),
+            },
+        )
+
+    def before_training(self, trainer, prepared, args, report) -> None:
+        examples = prepared.raw["test"].select(range(min(args.task.report_examples, len(prepared.raw["test"]))))
+        prepared.before["answers"] = self.answer(prepared, examples, args.task)
+
+    def answer(self, prepared: Prepared, records, task: InstructArguments) -> list[str]:
+        texts = generate_text(prepared.model, prepared.tokenizer, self.prompts(records, task), task)
+        return [text.strip() for text in texts]
+
+    def after_training(self, trainer, prepared, args, report, test_output) -> dict[str, float] | None:
+        if not trainer.is_world_process_zero():
+            return None
+        task, test = args.task, prepared.raw["test"]
+        generated = self.answer(prepared, test, task)
+        references = list(test[task.output_column])
+        rows = [
+            {"instruction": i, "input": x, "reference": r, "generated": g}
+            for i, x, r, g in zip(test[task.instruction_column], test[task.input_column], references, generated)
+        ]
+        output_dir = Path(args.training.output_dir)
+        with open(output_dir / GENERATIONS_FILE, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+        shown = len(prepared.before["answers"])
+        scores = {"test_exact_match": exact_match(generated, references), "test_rouge_l": rouge_l(generated, references)}
+        judged, judge_note = judge_scores(self.prompts(test, task), references, generated, task)
+        if judged is not None:
+            scores["test_judge_score"] = judged
+        report.add("Answer scores on the test split", markdown_table([
+            {"model": f"starting model (first {shown} records)",
+             "exact match": exact_match(prepared.before["answers"], references[:shown]),
+             "ROUGE-L F1": rouge_l(prepared.before["answers"], references[:shown])},
+            {"model": f"fine-tuned (first {shown} records)",
+             "exact match": exact_match(generated[:shown], references[:shown]),
+             "ROUGE-L F1": rouge_l(generated[:shown], references[:shown])},
+            {"model": f"fine-tuned (all {len(test)} records)",
+             "exact match": scores["test_exact_match"], "ROUGE-L F1": scores["test_rouge_l"]},
+        ]) + f"\n\nDecoding: {'sampled' if task.do_sample else 'greedy'}, up to {task.max_new_tokens} new tokens, "
+             f"stops at EOS. Exact match ignores case and whitespace. Every answer: `{GENERATIONS_FILE}`.\n\n"
+             + judge_note)
+        examples = [
+            {"instruction": r["instruction"] + (f"\n\ninput: {r['input']}" if r["input"] else ""),
+             "reference": r["reference"], "starting model": start, "fine-tuned": r["generated"]}
+            for r, start in zip(rows, prepared.before["answers"])
+        ]
+        report.add("Test examples: starting model and fine-tuned", markdown_table(examples))
+        return scores
+
+    def cli_prompts(self, opts, task: dict) -> list[str]:
+        if not opts.instruction:
+            raise RecipeError("give --instruction (and --input when the task has one)")
+        return [render_prompt(opts.instruction, opts.input, saved_templates(task))]
+
+
+def saved_templates(task: dict) -> InstructArguments:
+    """The templates a run was trained with (recipe.json), so prompts at inference match training."""
+    known = {f.name for f in dataclasses.fields(InstructArguments)}
+    return InstructArguments(**{k: v for k, v in task.items() if k in {"prompt_template", "input_template"} & known})
+
+
+def judge_scores(prompts: Sequence[str], references: Sequence[str], generated: Sequence[str],
+                 task: InstructArguments) -> tuple[float | None, str]:
+    """Mean 0-100 score from an OpenAI-compatible chat endpoint, and a line for the report. The score is None
+    when no judge is configured or it fails: a missing judge never fails a run, the line says why."""
+    if not task.judge_url:
+        return None, ("LLM judge: off (set judge_url to an OpenAI-compatible endpoint, e.g. a local Ollama, "
+                      "to score answers).")
+    where = f"LLM judge ({task.judge_model} at {task.judge_url})"
+    url = task.judge_url.rstrip("/") + "/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(task.judge_api_key_env):
+        headers["Authorization"] = f"Bearer {os.environ[task.judge_api_key_env]}"
+    scores = []
+    try:
+        for prompt, reference, answer in zip(prompts, references, generated):
+            body = {"model": task.judge_model, "temperature": 0, "messages": [
+                {"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, reference=reference, generated=answer)}]}
+            request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+            with urllib.request.urlopen(request, timeout=60) as response:
+                reply = json.load(response)["choices"][0]["message"]["content"]
+            number = re.search(r"\d+", reply)
+            if number:
+                scores.append(min(100, int(number.group())))
+    except (urllib.error.URLError, OSError, KeyError, IndexError, TypeError, ValueError) as err:
+        logger.warning("%s failed (%s: %s); no judge score", where, type(err).__name__, err)
+        return None, f"{where}: no score ({type(err).__name__}: {err})."
+    if not scores:
+        return None, f"{where}: no score (no reply held a number)."
+    mean = sum(scores) / len(scores)
+    return mean, f"{where}: mean score {mean:.1f} / 100 over {len(scores)} of {len(prompts)} answers."
+
+
+RECIPE = InstructRecipe()
+build_trainer = RECIPE.build_trainer
+run = RECIPE.run
+
+
+def generate(model_dir: str | Path, instruction: str, input: str = "", **settings) -> str:
+    """The answer of a saved instruction-tuned model, prompted with the template it was trained with.
+    ``settings`` are GenerationArguments fields (greedy, up to 256 new tokens by default)."""
+    saved = load_recipe_file(model_dir)["task"]
+    known = {f.name for f in dataclasses.fields(GenerationArguments)}
+    options = {"do_sample": False, "max_new_tokens": 256, **{k: v for k, v in saved.items() if k in known}, **settings}
+    model, tokenizer = load_causal_lm(model_dir)
+    prompt = render_prompt(instruction, input, saved_templates(saved))
+    return generate_text(model, tokenizer, [prompt], GenerationArguments(**options))[0].strip()
