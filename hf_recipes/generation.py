@@ -9,6 +9,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, set_seed
 
+from hf_recipes.model import context_length
 from hf_recipes.predict import check_model_dir
 
 
@@ -48,11 +49,15 @@ def generate(
     Prompts are left-padded in batches (generation appends on the right); the attention mask hides the
     padding and generate() derives position ids from it, so a prompt gives the same tokens alone or in a batch.
     Batches hold prompts of similar length (less padding); outputs come back in the order of ``prompts``.
+    Prompt and answer stay inside the model's context: a prompt too long for it keeps its end (where the
+    answer starts), and a batch near the limit gets fewer new tokens, rather than failing at the end of a run.
     """
-    was_training, padding_side = model.training, tokenizer.padding_side
+    was_training, sides = model.training, (tokenizer.padding_side, tokenizer.truncation_side)
     model.eval()
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = tokenizer.truncation_side = "left"
     config = settings.generation_config(tokenizer)
+    context = context_length(model.config)
+    prompt_limit = max(1, context - min(settings.max_new_tokens, context // 2))
     set_seed(settings.generation_seed)
     lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
     order = sorted(range(len(prompts)), key=lengths.__getitem__)
@@ -60,12 +65,14 @@ def generate(
     try:
         for start in range(0, len(order), settings.generation_batch_size):
             indices = order[start : start + settings.generation_batch_size]
-            batch = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True).to(model.device)
+            batch = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
+                              max_length=prompt_limit).to(model.device)
+            config.max_new_tokens = min(settings.max_new_tokens, context - batch["input_ids"].shape[1])
             generated = model.generate(**batch, generation_config=config)
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             outputs.update(zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)))
     finally:
-        tokenizer.padding_side = padding_side
+        tokenizer.padding_side, tokenizer.truncation_side = sides
         model.train(was_training)
     return [outputs[i] for i in range(len(prompts))]
 

@@ -259,3 +259,13 @@ def test_the_book_instruction_set_splits_935_55_110(overrides):
         "train": 935, "validation": 55, "test": 110}
     example = prepared.datasets["train"][0]
     assert example["input_ids"][-1] == example["labels"][-1] == prepared.tokenizer.eos_token_id
+
+
+def test_a_prompt_longer_than_the_context_still_gets_an_answer(overrides):
+    _, prepared = instruct.build_trainer(**overrides)  # context of 128 positions
+    long_input = " ".join(["word"] * 400)
+    prompts = [render_prompt("Summarize the text.", long_input, InstructArguments()), "Short prompt."]
+    assert len(prepared.tokenizer(prompts[0])["input_ids"]) > 128
+    settings = GenerationArguments(do_sample=False, max_new_tokens=8)
+    answers = generate(prepared.model, prepared.tokenizer, prompts, settings)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)  # no position beyond the context
