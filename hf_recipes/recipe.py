@@ -24,7 +24,7 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import add_perplexity
 from hf_recipes.model import is_local
 from hf_recipes.report import Report, markdown_table, metrics_table, plot_loss_curve
-from hf_recipes.trainer import RecipeTrainer, make_trainer, resolve_precision
+from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
 
 logger = logging.getLogger("hf_recipes")
 
@@ -140,7 +140,7 @@ class Recipe:
         start_metrics = trainer.evaluate(metric_key_prefix="start") if self.compares_start else None
         self.before_training(trainer, prepared, args, report)
 
-        train_result = trainer.train(resume_from_checkpoint=args.training.resume_from_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=self.checkpoint_to_resume(args))
         train_metrics = dict(train_result.metrics)
         train_metrics["train_samples"] = len(prepared.datasets["train"])
         share = trainer.real_token_share()
@@ -201,6 +201,22 @@ class Recipe:
         logger.info("Report written to %s", path)
 
     model_card_task: ClassVar[str | None] = None
+
+    @staticmethod
+    def checkpoint_to_resume(args: RecipeArgs) -> str | None:
+        """--resume_from_checkpoint PATH, else the newest complete checkpoint of an interrupted run in output_dir
+        (re-running the same command resumes), unless --overwrite_output_dir asks for a fresh start."""
+        if args.training.resume_from_checkpoint:
+            path = Path(args.training.resume_from_checkpoint)
+            if not (path / "trainer_state.json").is_file():
+                raise RecipeError(f"resume_from_checkpoint {path} is not a complete checkpoint folder")
+            return str(path)
+        if args.run.overwrite_output_dir:
+            return None
+        found = last_complete_checkpoint(args.training.output_dir)
+        if found:
+            logger.info("Resuming the interrupted run from %s", found)
+        return found
 
     def start_and_end_table(self, start_loss: float, end_loss: float) -> str:
         rows = [{"model": "starting model", "loss": start_loss}, {"model": "fine-tuned", "loss": end_loss}]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -10,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from hf_recipes.errors import RecipeError
 from hf_recipes.model import autocast_dtype_for_cpu
 
 logger = logging.getLogger(__name__)
@@ -39,13 +43,43 @@ class RecipeTrainer(Trainer):
             mask = inputs.get("attention_mask")
             self.computed_tokens += input_ids.numel()
             self.real_tokens += int(mask.sum()) if mask is not None else input_ids.numel()
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Trainer would filter a NaN out of the logged loss and go on training broken weights; stop instead,
+        # before the step's checkpoint is written, so the newest checkpoint is the last good one.
+        if not torch.isfinite(loss).all():
+            good = last_complete_checkpoint(self.args.output_dir)
+            raise RecipeError(
+                f"training loss became {loss.item()} at step {self.state.global_step + 1}; stopped "
+                f"({'last good checkpoint: ' + good if good else 'no checkpoint was saved'}); "
+                "lower learning_rate or check the data"
+            )
+        return loss
 
     def real_token_share(self) -> float | None:
         """Share of computed tokens that were real, summed over all processes."""
         counts = torch.tensor([self.real_tokens, self.computed_tokens], device=self.args.device, dtype=torch.float64)
         real, computed = self.accelerator.gather(counts.unsqueeze(0)).sum(0).tolist()
         return real / computed if computed else None
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was written to the end, or None.
+
+    Trainer writes a checkpoint's ``trainer_state.json`` last, after weights, optimizer and RNG states, so a
+    checkpoint whose state file is missing, truncated or names another step was interrupted and is skipped.
+    """
+    folder = Path(output_dir)
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit()) if folder.is_dir() else []
+    for step, path in reversed(steps):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("global_step") == step and any(path.glob("*.safetensors")):
+            return str(path)
+        logger.warning("Skipping incomplete checkpoint %s", path)
+    return None
 
 
 def resolve_precision(training_args: TrainingArguments, mixed_precision: str) -> str:
