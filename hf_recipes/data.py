@@ -77,13 +77,19 @@ def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dic
     kwargs = dict(text_kwargs or {}) if builder == "text" else {}
     if builder == "csv" and any(p.endswith(".tsv") for p in files.values()):
         kwargs["sep"] = "\t"
+    # One load per split: files may differ in schema, and an error names the file it came from.
+    return DatasetDict({split: read_file(builder, path, SPLIT_FILES[split], cache_dir, kwargs)
+                        for split, path in files.items()})
+
+
+def read_file(builder: str, path: str, option: str, cache_dir: str | None, kwargs: dict) -> Dataset:
     try:
-        return datasets.load_dataset(builder, data_files=files, cache_dir=cache_dir, **kwargs)
+        return datasets.load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **kwargs)
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err
-        raise RecipeError(f"could not read {', '.join(files.values())}: {str(cause).strip().splitlines()[0]}") from None
+        raise RecipeError(f"could not read {option} {path}: {str(cause).strip().splitlines()[0]}") from None
     except (ValueError, OSError) as err:
-        raise RecipeError(f"could not read {', '.join(files.values())}: {str(err).strip().splitlines()[0]}") from None
+        raise RecipeError(f"could not read {option} {path}: {str(err).strip().splitlines()[0]}") from None
 
 
 def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDict:

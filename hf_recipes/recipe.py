@@ -28,8 +28,9 @@ from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_tra
 
 logger = logging.getLogger("hf_recipes")
 
-FINISHED_RUN_MARKER = "all_results.json"
-RECIPE_FILE = "recipe.json"  # which recipe made a run, and its task settings (read by `hf-recipes generate`)
+# Which recipe made a run and its task settings (read by `hf-recipes generate`). Written last, so it also marks a
+# finished run: a run killed while writing its results is resumed, not mistaken for a finished one.
+RECIPE_FILE = "recipe.json"
 
 
 @dataclass
@@ -58,7 +59,7 @@ def check_output_dir(args: RecipeArgs) -> None:
     output_dir = Path(args.training.output_dir)
     if output_dir.is_file():
         raise RecipeError(f"output_dir is a file: {output_dir}")
-    if (output_dir / FINISHED_RUN_MARKER).exists() and not args.run.overwrite_output_dir:
+    if (output_dir / RECIPE_FILE).exists() and not args.run.overwrite_output_dir:
         raise RecipeError(
             f"output_dir {output_dir} already holds a finished run; pass --overwrite_output_dir true "
             "or choose another --output_dir"
@@ -178,8 +179,12 @@ class Recipe:
             metrics_by_split["test"].update(extra)
             trainer.log_metrics("test", extra)
             trainer.save_metrics("test", metrics_by_split["test"])
-        if trainer.is_world_process_zero() and args.run.report:
-            self.write_outputs(trainer, prepared, args, report, metrics_by_split)
+        if trainer.is_world_process_zero():
+            if args.run.report:
+                self.write_outputs(trainer, prepared, args, report, metrics_by_split)
+            task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
+            recipe_file = Path(args.training.output_dir) / RECIPE_FILE
+            recipe_file.write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
     def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split) -> None:
@@ -191,8 +196,6 @@ class Recipe:
             tasks=self.model_card_task,
             dataset=args.data.dataset_name,
         )
-        task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
-        (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
         report.sections.insert(0, ("Metrics", metrics_table(metrics_by_split)))
         if plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png"):
             report.sections.insert(1, ("Loss curve", "![train and eval loss against step](loss_curve.png)"))

@@ -55,6 +55,14 @@ class RecipeTrainer(Trainer):
             )
         return loss
 
+    def _run_epoch(self, *args, **kwargs):
+        # Trainer 5.23 checks for max_steps only after a step, so a run resumed from its final checkpoint (killed
+        # while evaluating) would train one extra step whenever max_steps is not a whole number of epochs.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def real_token_share(self) -> float | None:
         """Share of computed tokens that were real, summed over all processes."""
         counts = torch.tensor([self.real_tokens, self.computed_tokens], device=self.args.device, dtype=torch.float64)

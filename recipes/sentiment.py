@@ -58,6 +58,13 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -
             names = [str(v) for v in sorted(train_values)]
         else:
             names = sorted(str(v) for v in train_values)
+            numbers = [n for n in names if n.lstrip("-").isdigit()]
+            if numbers and len(numbers) < len(names):
+                word = next(n for n in names if n not in numbers)
+                raise RecipeError(
+                    f"train labels mix numbers and names (e.g. '{numbers[0]}' and '{word}'); "
+                    "use one kind, or list the names with --labels"
+                )
         value_to_id = {name: i for i, name in enumerate(names)}
     for split, dataset in raw.items():
         values = list(dataset[column])
