@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoTokenizer, pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from hf_recipes.errors import RecipeError
 
@@ -31,6 +31,7 @@ def classify(model_dir: str | Path, texts: Sequence[str], batch_size: int = 32) 
     if not texts:
         raise RecipeError("no texts to classify")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    classifier = pipeline("text-classification", model=str(path), tokenizer=tokenizer, device=device())
+    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True)
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device())
     results = classifier(texts, batch_size=batch_size, truncation=True)
     return [{"text": t, "label": r["label"], "score": float(r["score"])} for t, r in zip(texts, results)]

@@ -21,7 +21,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
-from hf_recipes.metrics import add_perplexity
+from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import is_local
 from hf_recipes.report import Report, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
@@ -42,7 +42,8 @@ class Prepared:
     raw: DatasetDict  # untokenized splits, for reports and generation
     datasets: DatasetDict  # tokenized splits the Trainer consumes
     data_collator: Callable
-    compute_metrics: Callable | None = None
+    eval_data_collator: Callable | None = None  # when evaluation batches differ from training ones
+    compute_metrics: Callable | None = None  # causal LMs default to the exact mean token loss
     preprocess_logits_for_metrics: Callable | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # data facts for the report (rows dropped, ...)
     before: dict[str, Any] = field(default_factory=dict)  # what before_training measured, for after_training
@@ -112,6 +113,11 @@ class Recipe:
 
     def build_trainer_from_args(self, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         setup_logging(args.training)
+        if args.training.hub_token:
+            # Trainer pickles TrainingArguments, hub_token included, into every training_args.bin; the hub client
+            # reads the token from the environment just as well, and no file ever holds it.
+            os.environ["HF_TOKEN"] = args.training.hub_token
+            args.training.hub_token = None
         check_output_dir(args)
         precision = resolve_precision(args.training, args.run.mixed_precision)
         if args.training.device.type == "cpu":
@@ -126,8 +132,10 @@ class Recipe:
             train_dataset=prepared.datasets["train"],
             eval_dataset=prepared.datasets["validation"],
             data_collator=prepared.data_collator,
-            compute_metrics=prepared.compute_metrics,
-            preprocess_logits_for_metrics=prepared.preprocess_logits_for_metrics,
+            eval_data_collator=prepared.eval_data_collator,
+            compute_metrics=prepared.compute_metrics or (mean_token_loss if self.reports_perplexity else None),
+            preprocess_logits_for_metrics=prepared.preprocess_logits_for_metrics
+            or (token_loss_sums if self.reports_perplexity else None),
         )
         return trainer, prepared
 

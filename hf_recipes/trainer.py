@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,8 +13,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from hf_recipes.errors import RecipeError
+from hf_recipes.metrics import EXACT_LOSS
 from hf_recipes.model import autocast_dtype_for_cpu
 
 logger = logging.getLogger(__name__)
@@ -28,8 +31,9 @@ def loss_averages_over_batch_tokens(model: PreTrainedModel) -> bool:
 class RecipeTrainer(Trainer):
     """A Trainer that counts real (non-padding) tokens and scales every model's loss correctly."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, eval_data_collator: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator  # e.g. padding for evaluation where training is padding-free
         # Trainer assumes any forward(**kwargs) normalises its loss by num_items_in_batch; for a classifier
         # that would sum the losses over gradient-accumulation steps and scale them by the process count.
         if not loss_averages_over_batch_tokens(self.accelerator.unwrap_model(self.model)):
@@ -54,6 +58,48 @@ class RecipeTrainer(Trainer):
                 "lower learning_rate or check the data"
             )
         return loss
+
+    @contextlib.contextmanager
+    def evaluation_collator(self):
+        training_collator = self.data_collator
+        self.data_collator = self.eval_data_collator or training_collator
+        try:
+            yield
+        finally:
+            self.data_collator = training_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        with self.evaluation_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        with self.evaluation_collator():
+            return super().get_test_dataloader(test_dataset)
+
+    def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        exact = output.metrics.pop(f"{metric_key_prefix}_{EXACT_LOSS}", None)
+        if exact is not None:
+            output.metrics[f"{metric_key_prefix}_loss"] = exact
+        return output
+
+    def train(self, *args, **kwargs):
+        # evaluate() before train() (the starting model's loss) prepares the bare model for evaluation and marks it
+        # as prepared, so accelerate would skip wrapping it in DistributedDataParallel and every process would train
+        # on its own gradients. Forget that evaluation-only preparation.
+        if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
+            del self.model._is_accelerate_prepared
+            self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+        return super().train(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            # Group by the global batch (every process, every accumulation step) rather than one process's share,
+            # so the order of the data, and so the trained model, is the same for any number of processes.
+            sampler.batch_size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * max(
+                self.args.world_size, 1)
+        return sampler
 
     def _run_epoch(self, *args, **kwargs):
         # Trainer 5.23 checks for max_steps only after a step, so a run resumed from its final checkpoint (killed
@@ -115,6 +161,7 @@ def make_trainer(
     compute_metrics: Callable | None = None,
     preprocess_logits_for_metrics: Callable | None = None,
     callbacks: list[TrainerCallback] | None = None,
+    eval_data_collator: Callable | None = None,
     **kwargs: Any,
 ) -> RecipeTrainer:
     return RecipeTrainer(
@@ -127,5 +174,6 @@ def make_trainer(
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         callbacks=callbacks,
+        eval_data_collator=eval_data_collator,
         **kwargs,
     )

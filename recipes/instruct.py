@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from accelerate.utils import gather_object
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.collators import LabelPaddingCollator
@@ -175,8 +176,9 @@ class InstructRecipe(Recipe):
         if task.padding_free:
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
             batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
+            eval_collator = LabelPaddingCollator(tokenizer)  # evaluation sees one row per record
         else:
-            collator = LabelPaddingCollator(tokenizer)
+            collator = eval_collator = LabelPaddingCollator(tokenizer)
             grouped = "group_by_length" in str(args.training.train_sampling_strategy)
             batching = "padded to the longest record of each batch" + (", batches grouped by length" if grouped else "")
         return Prepared(
@@ -185,6 +187,7 @@ class InstructRecipe(Recipe):
             raw=raw,
             datasets=tokenized,
             data_collator=collator,
+            eval_data_collator=eval_collator,
             facts={
                 "loss on": "prompt and response" if task.train_on_inputs else "response tokens and EOS only",
                 "batching": batching,
@@ -201,10 +204,13 @@ class InstructRecipe(Recipe):
         return [text.strip() for text in texts]
 
     def after_training(self, trainer, prepared, args, report, test_output) -> dict[str, float] | None:
+        task, test = args.task, prepared.raw["test"]
+        # Each process answers its share of the test records; the answers are gathered back in order.
+        with trainer.accelerator.split_between_processes(list(range(len(test)))) as share:
+            answers = self.answer(prepared, test.select(share), task) if share else []
+        generated = gather_object(answers)
         if not trainer.is_world_process_zero():
             return None
-        task, test = args.task, prepared.raw["test"]
-        generated = self.answer(prepared, test, task)
         references = list(test[task.output_column])
         rows = [
             {"instruction": i, "input": x, "reference": r, "generated": g}

@@ -1,0 +1,118 @@
+"""Two processes (gloo, CPU) against one, with the same global batch: every recipe ends with the same metrics.
+
+Each 2-process run goes through a real launcher (torchrun, and accelerate launch with the shipped DDP config), so
+this also proves the recipes run unchanged under them and write their outputs once.
+"""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+
+import recipes
+from tests.conftest import REPO, cli_args
+from tests.test_reliability import TASK_DATA, final_metrics
+
+CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+BIN = Path(sys.executable).parent
+# Dropout off: its masks come from each process's own random stream. Steps stay inside the first epoch, so no
+# process pads its last batch with repeated samples.
+NO_DROPOUT = "n_layer=1,n_embd=32,n_head=2,n_positions=128,resid_pdrop=0,embd_pdrop=0,attn_pdrop=0,summary_first_dropout=0"
+TOLERANCE = 1e-5
+
+
+def settings(tiny_model_args, name, output_dir, per_device_batch):
+    return {**tiny_model_args, **TASK_DATA[name], "config_overrides": NO_DROPOUT, "output_dir": str(output_dir),
+            "max_steps": 4, "per_device_train_batch_size": per_device_batch, "per_device_eval_batch_size": 4,
+            "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "logging_steps": 1, "use_cpu": True}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(launcher: list[str], name: str, values: dict, log: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [*launcher, "-m", "hf_recipes.cli", "train", name, *cli_args(values)]
+    done = subprocess.run(command, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, timeout=600)
+    assert done.returncode == 0, log.read_text()[-3000:]
+
+
+def assert_same_metrics(one_process: dict, two_processes: dict) -> None:
+    assert two_processes.keys() == one_process.keys()
+    for key, value in one_process.items():
+        scale = math.log if "perplexity" in key else float  # perplexity is exp(loss): compare it as a loss
+        assert scale(two_processes[key]) == pytest.approx(scale(value), abs=TOLERANCE), key
+
+
+def train_losses(output_dir: Path) -> list[float]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [e["loss"] for e in state["log_history"] if "loss" in e]
+
+
+TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+
+
+@pytest.mark.parametrize("name", list(TASK_DATA))
+def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_args, tmp_path):
+    one = recipes.get(name).run(**settings(tiny_model_args, name, tmp_path / "one", per_device_batch=8))
+    two_dir = tmp_path / "two"
+    launch(TORCHRUN, name, settings(tiny_model_args, name, two_dir, per_device_batch=4), tmp_path / "two.log")
+
+    two = json.loads((two_dir / "all_results.json").read_text())
+    assert_same_metrics(final_metrics(one), final_metrics(two))
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=TOLERANCE)
+    assert train_losses(two_dir) == pytest.approx(train_losses(tmp_path / "one"), abs=TOLERANCE)
+    # Outputs are written once, by the main process.
+    assert (tmp_path / "two.log").read_text().count("Report written to") == 1
+    assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_accelerate_launch_with_the_shipped_ddp_config(tiny_model_args, tmp_path):
+    name = "lyrics"
+    one = recipes.get(name).run(**settings(tiny_model_args, name, tmp_path / "one", per_device_batch=8))
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"),
+                "--num_processes", "2", "--main_process_port", str(free_port())]
+    launch(launcher, name, settings(tiny_model_args, name, tmp_path / "two", per_device_batch=4), tmp_path / "two.log")
+    two = json.loads((tmp_path / "two" / "all_results.json").read_text())
+    assert_same_metrics(final_metrics(one), final_metrics(two))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_accelerate_config_loads(path):
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value == yaml.safe_load(path.read_text())["distributed_type"]
+    assert config.num_processes >= 2
+
+
+@pytest.mark.parametrize("name", ["lyrics", "instruct"])
+def test_eval_loss_is_the_mean_over_every_token_whatever_the_batch_size(name, tiny_model_args, tmp_path):
+    import torch
+
+    trainer, prepared = recipes.get(name).build_trainer(**settings(tiny_model_args, name, tmp_path, 8))
+    by_batch_size = {}
+    for size in (1, 3):
+        trainer.args.per_device_eval_batch_size = size
+        by_batch_size[size] = trainer.evaluate()["eval_loss"]
+    total, count = 0.0, 0
+    model = prepared.model.eval()
+    with torch.no_grad():
+        for example in prepared.datasets["validation"]:
+            ids, labels = torch.tensor([example["input_ids"]]), torch.tensor([example["labels"]])
+            position_ids = torch.tensor([example["position_ids"]]) if "position_ids" in example else None
+            logits = model(input_ids=ids, position_ids=position_ids).logits
+            targets = labels[:, 1:]
+            total += torch.nn.functional.cross_entropy(logits[0, :-1], targets[0], ignore_index=-100,
+                                                       reduction="sum").item()
+            count += int(targets.ne(-100).sum())
+    assert by_batch_size[1] == pytest.approx(total / count, abs=1e-5)
+    assert by_batch_size[3] == pytest.approx(total / count, abs=1e-5)
