@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
@@ -96,8 +97,6 @@ def test_every_accelerate_config_loads(path):
 
 @pytest.mark.parametrize("name", ["lyrics", "instruct"])
 def test_eval_loss_is_the_mean_over_every_token_whatever_the_batch_size(name, tiny_model_args, tmp_path):
-    import torch
-
     trainer, prepared = recipes.get(name).build_trainer(**settings(tiny_model_args, name, tmp_path, 8))
     by_batch_size = {}
     for size in (1, 3):

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import recipes
@@ -48,8 +49,6 @@ def test_weights_are_safetensors_only(tiny_model_args, tmp_path, capsys):
     pickled = tmp_path / "pickled"  # a model whose weights exist only as a pickle
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=128)).save_pretrained(pickled)
     (pickled / "model.safetensors").unlink()
-    import torch
-
     torch.save({}, pickled / "pytorch_model.bin")
     code = cli.main(["train", "lyrics", *cli_args({**run, "model_name_or_path": str(pickled), "model_type": None,
                                                    "config_overrides": None, "output_dir": str(tmp_path / "o")})])
