@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -107,9 +108,75 @@ class RunArguments:
     report: bool = field(default=True, metadata={"help": "Write report.md with plots at the end of a run."})
 
 
+DEFAULT_FEW_SHOT_TEMPLATE = "Tweet: {text}\nSentiment:"
+
+
+@dataclass
+class CheckArguments:
+    """Checks of the data and of the run, reported in report.md; the cheap ones are on by default."""
+
+    check_leakage: bool = field(
+        default=True,
+        metadata={"help": "Report validation/test rows that also occur in train (exact and ignoring case and "
+                          "whitespace), and repeated rows inside train."},
+    )
+    dedupe_splits: bool = field(
+        default=False, metadata={"help": "Remove from train every row that also occurs in validation or test."}
+    )
+    check_fitting: bool = field(
+        default=True, metadata={"help": "Judge over- and underfitting from the logged losses."}
+    )
+    classification_baselines: bool = field(
+        default=True,
+        metadata={"help": "Classification: label balance per split, majority-class and TF-IDF + logistic "
+                          "regression baselines on the test split."},
+    )
+    forgetting_eval_file: str | None = field(
+        default=None,
+        metadata={"help": "Plain-text file: perplexity of the starting and the fine-tuned model on it "
+                          "(catastrophic forgetting)."},
+    )
+    forgetting_max_tokens: int = field(
+        default=20_000, metadata={"help": "Score at most this many tokens of forgetting_eval_file."}
+    )
+    few_shot_k: list[int] | None = field(
+        default=None,
+        metadata={"help": "Classification: few-shot baseline of the starting causal LM with these numbers of "
+                          "labelled examples in the prompt, e.g. 0 4. Off when unset."},
+    )
+    few_shot_label_words: list[str] | None = field(
+        default=None, metadata={"help": "The word scored for each label, in label order (default: the label names)."}
+    )
+    few_shot_template: str = field(
+        default=DEFAULT_FEW_SHOT_TEMPLATE,
+        metadata={"help": "Prompt for one text; its label word follows after a space."},
+    )
+    few_shot_max_samples: int | None = field(
+        default=None, metadata={"help": "Score only the first N test rows few-shot (default: all)."}
+    )
+
+    def __post_init__(self):
+        empty_means_unset(self)
+        if self.forgetting_max_tokens <= 1:
+            raise RecipeError(f"forgetting_max_tokens must be at least 2, got {self.forgetting_max_tokens}")
+        if self.few_shot_k is not None and any(k < 0 for k in self.few_shot_k):
+            raise RecipeError(f"few_shot_k must hold numbers of examples (0 or more), got {self.few_shot_k}")
+        if self.few_shot_max_samples is not None and self.few_shot_max_samples <= 0:
+            raise RecipeError(f"few_shot_max_samples must be a positive number, got {self.few_shot_max_samples}")
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(self.few_shot_template) if name is not None}
+        except ValueError as err:
+            raise RecipeError(f"few_shot_template is not a valid template: {err}") from None
+        if fields != {"text"}:
+            raise RecipeError("few_shot_template must hold exactly {text}")
+
+
 # Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist
 # from the current directory, so shipped configs work from any working directory.
-PATH_KEYS = {"model_name_or_path", "config_name", "tokenizer_name", "train_file", "validation_file", "test_file"}
+PATH_KEYS = {
+    "model_name_or_path", "config_name", "tokenizer_name", "train_file", "validation_file", "test_file",
+    "forgetting_eval_file",
+}
 
 
 class _Parser(HfArgumentParser):
@@ -207,6 +274,7 @@ class RecipeArgs:
     data: DataArguments
     task: Any
     run: RunArguments
+    checks: CheckArguments
     training: TrainingArguments
 
 
@@ -216,10 +284,10 @@ def parse_recipe_args(
     argv: Sequence[str] = (),
     overrides: dict[str, Any] | None = None,
 ) -> RecipeArgs:
-    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, TrainingArguments)
-    model, data, task, run, training = parse_args(classes, config, argv, overrides)
+    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, CheckArguments, TrainingArguments)
+    model, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
     if training.per_device_train_batch_size <= 0 or training.per_device_eval_batch_size <= 0:
         raise RecipeError("per_device_train_batch_size and per_device_eval_batch_size must be positive")
     if training.gradient_accumulation_steps <= 0:
         raise RecipeError("gradient_accumulation_steps must be positive")
-    return RecipeArgs(model=model, data=data, task=task, run=run, training=training)
+    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training)

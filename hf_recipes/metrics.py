@@ -65,13 +65,6 @@ def add_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return metrics
 
 
-def majority_class_accuracy(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
-    """Accuracy of always answering the most frequent training label."""
-    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
-    majority = values[counts.argmax()]
-    return float(np.mean(np.asarray(test_labels) == majority))
-
-
 def normalize_answer(text: str) -> str:
     """Lower case, whitespace runs collapsed: formatting alone does not make an answer wrong."""
     return " ".join(text.lower().split())

@@ -1,7 +1,10 @@
-"""What every recipe shares: parse arguments, prepare, build the Trainer, train, evaluate, test, save, report.
+"""What every recipe shares: parse arguments, load and screen the data, prepare, build the Trainer, train,
+evaluate, test, check, save, report.
 
-A recipe subclasses :class:`Recipe` and writes only ``prepare`` (data, model, collator, metrics) and, if it
-has something task-specific to show, the ``before_training`` / ``after_training`` report hooks.
+A recipe subclasses :class:`Recipe` and writes only ``load_data`` (raw splits) and ``prepare`` (tokenized data,
+model, collator, metrics) and, if it has something task-specific to show, the ``before_training`` /
+``after_training`` report hooks. The checks (leakage, over/underfitting, label balance and baselines for
+classifiers, forgetting) are shared and run for every recipe.
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
+import numpy as np
 import transformers
 from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
+from hf_recipes import baselines, forgetting
+from hf_recipes.checks import (
+    FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
+)
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import is_local
-from hf_recipes.report import Report, markdown_table, metrics_table, plot_loss_curve
+from hf_recipes.report import Report, format_change, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
 
 logger = logging.getLogger("hf_recipes")
@@ -31,6 +39,7 @@ logger = logging.getLogger("hf_recipes")
 # Which recipe made a run and its task settings (read by `hf-recipes generate`). Written last, so it also marks a
 # finished run: a run killed while writing its results is resumed, not mistaken for a finished one.
 RECIPE_FILE = "recipe.json"
+CHECKS_FILE = "checks.json"  # what the checks found, for scripts (the report shows the same)
 
 
 @dataclass
@@ -47,6 +56,8 @@ class Prepared:
     preprocess_logits_for_metrics: Callable | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # data facts for the report (rows dropped, ...)
     before: dict[str, Any] = field(default_factory=dict)  # what before_training measured, for after_training
+    label_names: list[str] | None = None  # classification: label names in id order
+    leakage: Leakage | None = None
 
 
 def setup_logging(training_args) -> None:
@@ -74,10 +85,21 @@ class Recipe:
     default_config: ClassVar[Path]
     reports_perplexity: ClassVar[bool] = False
     compares_start: ClassVar[bool] = False  # evaluate the starting model too; the report shows both losses
+    classifies: ClassVar[bool] = False  # a classifier: label balance, baselines and few-shot checks apply
+    leakage_unit: ClassVar[str] = "text"  # what one row is, for the leakage check
 
     # ---- task-specific parts -------------------------------------------------------------------------
-    def prepare(self, args: RecipeArgs) -> Prepared:
+    def load_data(self, args: RecipeArgs) -> DatasetDict:
+        """The raw train/validation(/test) splits, checked; the shared flow screens them for leakage next."""
         raise NotImplementedError
+
+    def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
+        """Tokenizer, model, tokenized splits, collator and metrics from the raw splits."""
+        raise NotImplementedError
+
+    def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
+        """The text that identifies each row when looking for duplicates across splits."""
+        return [text or "" for text in dataset[args.data.text_column]]
 
     def before_training(self, trainer: RecipeTrainer, prepared: Prepared, args: RecipeArgs, report: Report) -> None:
         """Measure the starting model (e.g. perplexity, generations) for the report."""
@@ -124,7 +146,16 @@ class Recipe:
             args.training.dataloader_pin_memory = False  # pinning only helps host-to-GPU copies
         logger.info("Recipe %s: precision %s, device %s", self.name, precision, args.training.device)
         set_seed(args.training.seed)
-        prepared = self.prepare(args)
+        if args.checks.forgetting_eval_file:
+            forgetting.read_text(args.checks.forgetting_eval_file)  # a bad file fails now, not after training
+        if args.checks.few_shot_k is not None and not self.classifies:
+            raise RecipeError(f"few_shot_k applies to classification recipes, not {self.name}")
+        raw = self.load_data(args)
+        leakage = self.screen_splits(raw, args)
+        prepared = self.prepare(args, raw)
+        prepared.leakage = leakage
+        if args.checks.few_shot_k is not None:
+            few_shot_label_words(prepared.label_names, args.checks.few_shot_label_words)
         trainer = make_trainer(
             model=prepared.model,
             tokenizer=prepared.tokenizer,
@@ -139,17 +170,38 @@ class Recipe:
         )
         return trainer, prepared
 
+    def screen_splits(self, raw: DatasetDict, args: RecipeArgs) -> Leakage | None:
+        """Count rows shared between train and validation/test; with --dedupe_splits, drop them from train."""
+        if not (args.checks.check_leakage or args.checks.dedupe_splits):
+            return None
+        texts = {split: self.leakage_texts(dataset, args) for split, dataset in raw.items()}
+        leakage = find_leakage(texts, self.leakage_unit)
+        if args.checks.dedupe_splits:
+            keep = train_rows_to_keep(texts)
+            if not keep:
+                raise RecipeError("--dedupe_splits removed every train row: all of them occur in validation or test")
+            leakage.removed_from_train = len(raw["train"]) - len(keep)
+            raw["train"] = raw["train"].select(keep)
+            logger.info("Removed %d train rows that occur in validation or test", leakage.removed_from_train)
+        elif leakage.leaked:
+            logger.warning("%d validation/test rows also occur in train, compared by %s (see report.md; "
+                           "--dedupe_splits removes them)", leakage.leaked, self.leakage_unit)
+        return leakage
+
     def run(self, config: str | os.PathLike | None = None, argv: Sequence[str] = (), **overrides: Any) -> dict:
         """Train, evaluate, test, save and report; return all metrics (train_*, eval_*, test_*)."""
         return self.run_from_args(self.parse(config, argv, **overrides))
 
     def run_from_args(self, args: RecipeArgs) -> dict:
         trainer, prepared = self.build_trainer_from_args(args)
-        report = Report(self.title)
+        report, checks = Report(self.title), Report("checks")
         start_metrics = trainer.evaluate(metric_key_prefix="start") if self.compares_start else None
         self.before_training(trainer, prepared, args, report)
+        forgetting_before = (self.forgetting_perplexity(trainer, prepared, args, fine_tuned=False)
+                             if args.checks.forgetting_eval_file else None)
 
         train_result = trainer.train(resume_from_checkpoint=self.checkpoint_to_resume(args))
+        training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
         train_metrics = dict(train_result.metrics)
         train_metrics["train_samples"] = len(prepared.datasets["train"])
         share = trainer.real_token_share()
@@ -182,20 +234,39 @@ class Recipe:
             trainer.save_metrics("test", test_metrics)
             metrics_by_split["test"] = test_metrics
 
+        found: dict[str, Any] = {}  # what the checks found, for checks.json
+        if args.checks.forgetting_eval_file:
+            forgetting_after = self.forgetting_perplexity(trainer, prepared, args, fine_tuned=True)
+            checks.add("Forgetting", self.forgetting_section(args, forgetting_before, forgetting_after, found))
+        if self.classifies and args.checks.classification_baselines:
+            # Every process predicts (a collective call); process zero fits and scores the baselines.
+            scored = test_output or trainer.predict(prepared.datasets["validation"], metric_key_prefix="eval")
+            if trainer.is_world_process_zero():
+                self.add_classification_checks(trainer, prepared, args, checks, scored, test_output is not None, found)
+
         extra = self.after_training(trainer, prepared, args, report, test_output)
         if extra and "test" in metrics_by_split:  # e.g. scores of generated answers
             metrics_by_split["test"].update(extra)
             trainer.log_metrics("test", extra)
             trainer.save_metrics("test", metrics_by_split["test"])
         if trainer.is_world_process_zero():
+            verdict = self.fit_check(training_log, args)
+            if verdict:
+                found["fitting"] = {"verdict": verdict.kind, "lowest_eval_loss_step": verdict.best_step}
+            if prepared.leakage:
+                found["leakage"] = dataclasses.asdict(prepared.leakage)
+                checks.sections.insert(0, (f"Data leakage (unit: {self.leakage_unit})",
+                                           leakage_section(prepared.leakage)))
+            output_dir = Path(args.training.output_dir)
+            (output_dir / CHECKS_FILE).write_text(json.dumps(found, indent=1, default=str) + "\n")
             if args.run.report:
-                self.write_outputs(trainer, prepared, args, report, metrics_by_split)
+                self.write_outputs(trainer, prepared, args, report, metrics_by_split, checks, training_log, verdict)
             task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
-            recipe_file = Path(args.training.output_dir) / RECIPE_FILE
-            recipe_file.write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
+            (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
-    def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split) -> None:
+    def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split,
+                      checks: Report, training_log: list[dict], verdict: FitVerdict | None) -> None:
         output_dir = Path(args.training.output_dir)
         name = args.model.model_name_or_path
         trainer.create_model_card(
@@ -204,12 +275,137 @@ class Recipe:
             tasks=self.model_card_task,
             dataset=args.data.dataset_name,
         )
-        report.sections.insert(0, ("Metrics", metrics_table(metrics_by_split)))
-        if plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png"):
-            report.sections.insert(1, ("Loss curve", "![train and eval loss against step](loss_curve.png)"))
+        front = [("Metrics", metrics_table(metrics_by_split))]
+        best_step = verdict.best_step if verdict and verdict.kind == "overfitting" else None
+        # With load_best_model_at_end the final evaluation scores the best model again, at the last step; leave it
+        # out so the curve shows the run as it went.
+        curve = training_log if args.training.load_best_model_at_end else trainer.state.log_history
+        if plot_loss_curve(curve, output_dir / "loss_curve.png", best_step):
+            image = "![train and eval loss against step](loss_curve.png)"
+            front.append(("Loss curve", image + (f"\n\n{verdict.message}" if verdict else "")))
+        elif verdict:
+            front.append(("Over- and underfitting", verdict.message))
+        report.sections[:0] = front + checks.sections
         report.add("Run", self.run_summary(prepared, args, metrics_by_split["train"]))
         path = report.write(output_dir)
         logger.info("Report written to %s", path)
+
+    # ---- checks --------------------------------------------------------------------------------------
+    @staticmethod
+    def fit_check(training_log: list[dict], args: RecipeArgs) -> FitVerdict | None:
+        if not args.checks.check_fitting:
+            return None
+        training = args.training
+        verdict = fit_verdict(
+            training_log,
+            learning_rate=training.learning_rate,
+            num_train_epochs=training.num_train_epochs if training.max_steps <= 0 else None,
+            load_best_model_at_end=training.load_best_model_at_end,
+            metric_for_best_model=training.metric_for_best_model,
+        )
+        logger.info("Fit check: %s", verdict.message.replace("**", ""))
+        return verdict
+
+    def starting_language_model(self, prepared: Prepared, args: RecipeArgs):
+        """A classifier's starting model with its LM head (loaded once), or None and why there is none."""
+        if "start_lm" not in prepared.before:
+            prepared.before["start_lm"] = forgetting.starting_language_model(args.model)
+        return prepared.before["start_lm"]
+
+    def forgetting_perplexity(self, trainer, prepared: Prepared, args: RecipeArgs,
+                              fine_tuned: bool) -> forgetting.Perplexity | str:
+        """Perplexity of the starting or the fine-tuned model on forgetting_eval_file, or why it does not apply."""
+        text = forgetting.read_text(args.checks.forgetting_eval_file)
+        limit = args.checks.forgetting_max_tokens
+        if not self.classifies:
+            return forgetting.text_perplexity(trainer.model, prepared.tokenizer, text, limit)
+        start_lm, reason = self.starting_language_model(prepared, args)
+        if start_lm is None:
+            return reason
+        if not fine_tuned:
+            lm = start_lm.to(trainer.args.device)
+            try:
+                return forgetting.text_perplexity(lm, prepared.tokenizer, text, limit)
+            finally:
+                start_lm.to("cpu")
+        lm = forgetting.backbone_with_head(trainer.model, start_lm)
+        return forgetting.text_perplexity(lm, prepared.tokenizer, text, limit)
+
+    def forgetting_section(self, args: RecipeArgs, before, after, found: dict) -> str:
+        file = args.checks.forgetting_eval_file
+        if isinstance(before, str) or isinstance(after, str):
+            found["forgetting"] = {"applies": False, "reason": before if isinstance(before, str) else after}
+            return f"Does not apply to this run: {found['forgetting']['reason']}."
+        found["forgetting"] = {"applies": True, "tokens": before.tokens, "loss_before": before.loss,
+                               "loss_after": after.loss, "perplexity_before": before.perplexity,
+                               "perplexity_after": after.perplexity}
+        how = ("the fine-tuned backbone read through the starting model's LM head" if self.classifies
+               else "the fine-tuned model")
+        rows = [{"model": "starting model", "loss": before.loss, "perplexity": before.perplexity},
+                {"model": how, "loss": after.loss, "perplexity": after.perplexity}]
+        scored = f"the first {before.tokens:,} tokens" if before.truncated else f"all {before.tokens:,} tokens"
+        change = format_change(before.perplexity, after.perplexity)
+        return (f"Perplexity on `{file}` ({scored}, blocks of the model context):\n\n{markdown_table(rows)}\n\n"
+                f"Change: {change}. A large rise means fine-tuning overwrote what the model knew about such text.")
+
+    def add_classification_checks(self, trainer, prepared: Prepared, args: RecipeArgs, checks: Report,
+                                  scored: PredictionOutput, on_test: bool, found: dict) -> None:
+        """Label balance per split, and the fine-tuned accuracy against the majority class, TF-IDF + logistic
+        regression and (when asked) few-shot prompting, all on the test split (validation without one)."""
+        names, text = prepared.label_names, args.data.text_column
+        labels = {split: list(prepared.datasets[split]["labels"]) for split in prepared.datasets}
+        checks.add("Label balance", label_balance_table(labels, names))
+
+        split = "test" if on_test else "validation"
+        texts, y_true = list(prepared.raw[split][text]), np.asarray(labels[split])
+        train_texts, train_labels = list(prepared.raw["train"][text]), labels["train"]
+        y_fine_tuned = np.asarray(scored.predictions[0] if isinstance(scored.predictions, tuple)
+                                  else scored.predictions).argmax(-1)
+        seed = args.training.seed
+        rows = [
+            baselines.score_row("majority class (from train)", y_true,
+                                baselines.majority_class_predictions(train_labels, len(y_true)), len(names)),
+            baselines.score_row("TF-IDF + logistic regression", y_true, baselines.tfidf_logistic_regression_predictions(
+                train_texts, train_labels, texts, seed), len(names)),
+        ]
+        notes = []
+        if args.checks.few_shot_k is not None:
+            few_rows, note = self.few_shot_rows(trainer, prepared, args, texts, y_true, y_fine_tuned)
+            rows += few_rows
+            notes.append(note)
+        rows.append(baselines.score_row("fine-tuned", y_true, y_fine_tuned, len(names)))
+        found["baselines"] = {"split": split, "rows": rows}
+        checks.add(f"Baselines on the {split} split", "\n\n".join([markdown_table(rows), *notes]))
+
+    def few_shot_rows(self, trainer, prepared: Prepared, args: RecipeArgs, texts, y_true, y_fine_tuned):
+        start_lm, reason = self.starting_language_model(prepared, args)
+        if start_lm is None:
+            return [], f"Few-shot baseline: does not apply ({reason})."
+        options, names = args.checks, prepared.label_names
+        words = few_shot_label_words(names, options.few_shot_label_words)
+        rows_scored = min(len(texts), options.few_shot_max_samples or len(texts))
+        texts, y_true = texts[:rows_scored], y_true[:rows_scored]
+        train = prepared.raw["train"]
+        train_labels = list(prepared.datasets["train"]["labels"])
+        lm = start_lm.to(trainer.args.device)
+        rows = []
+        try:
+            for k in options.few_shot_k:
+                picked = baselines.pick_demonstrations(train_labels, k, args.training.seed)
+                shots = [(train[i][args.data.text_column], words[train_labels[i]]) for i in picked]
+                predicted = baselines.few_shot_predictions(lm, prepared.tokenizer, texts, words, shots,
+                                                           options.few_shot_template,
+                                                           batch_size=args.training.per_device_eval_batch_size)
+                rows.append(baselines.score_row(f"starting LM, {k}-shot prompt", y_true, predicted, len(names)))
+        finally:
+            start_lm.to("cpu")
+        if rows_scored < len(y_fine_tuned):
+            rows.append(baselines.score_row(f"fine-tuned (same first {rows_scored} rows)", y_true,
+                                            y_fine_tuned[:rows_scored], len(names)))
+        note = (f"Few-shot: `{args.model.model_name_or_path}` as a plain language model; each label is scored by "
+                f"the log-likelihood of its word ({', '.join(repr(w) for w in words)}) after the prompt; "
+                f"k examples from train, classes in turn, seed {args.training.seed}.")
+        return rows, note
 
     model_card_task: ClassVar[str | None] = None
 
@@ -255,6 +451,19 @@ class Recipe:
         ]
         lines += [f"- {key}: {value}" for key, value in prepared.facts.items()]
         return "\n".join(lines)
+
+
+def few_shot_label_words(label_names: list[str] | None, words: list[str] | None) -> list[str]:
+    """The word each label is scored by: --few_shot_label_words, else the label names when they are words."""
+    if words:
+        if len(words) != len(label_names):
+            raise RecipeError(f"few_shot_label_words has {len(words)} words for {len(label_names)} labels "
+                              f"({', '.join(label_names)})")
+        return list(words)
+    if any(not name.strip() or name.strip().lstrip("-").isdigit() for name in label_names):
+        raise RecipeError(f"labels {', '.join(label_names)} are not words a language model can be asked for; "
+                          "give one word per label with --few_shot_label_words")
+    return [name.strip() for name in label_names]
 
 
 def load_recipe_file(model_dir: str | os.PathLike) -> dict:

@@ -21,6 +21,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def format_change(before: float, after: float) -> str:
+    """"12.3 -> 15.1 (+22.8%)"."""
+    if not before or math.isnan(before) or math.isnan(after) or math.isinf(before):
+        return f"{format_value(before)} -> {format_value(after)}"
+    return f"{format_value(before)} -> {format_value(after)} ({(after - before) / before:+.1%})"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "_(none)_"
@@ -45,8 +52,9 @@ def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
     return markdown_table(rows, ["metric", *metrics_by_split])
 
 
-def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> bool:
-    """Train and eval loss against step. Returns False when there is nothing to plot."""
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, best_step: int | None = None) -> bool:
+    """Train and eval loss against step, with the step of the lowest eval loss marked when given (overfitting).
+    Returns False when there is nothing to plot."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
     if not train and not evals:
@@ -56,6 +64,8 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> bool:
         ax.plot(*zip(*train), label="train loss")
     if evals:
         ax.plot(*zip(*evals), marker="o", label="eval loss")
+    if best_step is not None:
+        ax.axvline(best_step, color="grey", linestyle=":", label=f"lowest eval loss (step {best_step})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

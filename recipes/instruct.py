@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from accelerate.utils import gather_object
+from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.collators import LabelPaddingCollator
@@ -143,16 +144,26 @@ class InstructRecipe(Recipe):
     model_card_task = "text-generation"
     reports_perplexity = True
     compares_start = True
+    leakage_unit = "instruction+input"
 
     def prompts(self, records, task: InstructArguments) -> list[str]:
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
 
-    def prepare(self, args: RecipeArgs) -> Prepared:
+    def load_data(self, args: RecipeArgs) -> DatasetDict:
         task = args.task
         raw = load_splits(args.data, args.model, args.training.seed,
                           required_columns=(task.instruction_column, task.output_column),
                           test_split_percentage=task.test_split_percentage)
         check_records(raw, task)
+        return raw
+
+    def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
+        task = args.task
+        return [f"{instruction}\n\n{input or ''}".strip()
+                for instruction, input in zip(dataset[task.instruction_column], dataset[task.input_column])]
+
+    def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
+        task = args.task
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id

@@ -130,9 +130,12 @@ class LyricsRecipe(Recipe):
     model_card_task = "text-generation"
     reports_perplexity = True
     compares_start = True
+    leakage_unit = "song"
 
-    def prepare(self, args: RecipeArgs) -> Prepared:
-        raw = load_songs(args)
+    def load_data(self, args: RecipeArgs) -> DatasetDict:
+        return load_songs(args)
+
+    def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         block_size = args.task.block_size or max_length(tokenizer, model, None)

@@ -23,7 +23,7 @@ from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
 from hf_recipes.data import drop_empty, load_splits, map_splits
 from hf_recipes.errors import RecipeError
-from hf_recipes.metrics import classification_metrics, majority_class_accuracy
+from hf_recipes.metrics import classification_metrics
 from hf_recipes.model import load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
 from hf_recipes.recipe import Prepared, Recipe
@@ -87,10 +87,14 @@ class SentimentRecipe(Recipe):
     task_args_class = SentimentArguments
     default_config = HERE / "sentiment.yaml"
     model_card_task = "text-classification"
+    classifies = True
 
-    def prepare(self, args: RecipeArgs) -> Prepared:
+    def load_data(self, args: RecipeArgs) -> DatasetDict:
+        return load_splits(args.data, args.model, args.training.seed,
+                           required_columns=(args.data.text_column, args.data.label_column))
+
+    def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         text, label = args.data.text_column, args.data.label_column
-        raw = load_splits(args.data, args.model, args.training.seed, required_columns=(text, label))
         dropped = drop_empty(raw, text)
         names, value_to_id = label_names(raw, label, args.task.labels)
 
@@ -118,6 +122,7 @@ class SentimentRecipe(Recipe):
             datasets=tokenized,
             data_collator=PaddingCollator(tokenizer),
             compute_metrics=partial(classification_metrics, label_names=names),
+            label_names=names,
             facts={
                 "labels": ", ".join(names),
                 "rows dropped for empty text": ", ".join(f"{s} {n}" for s, n in dropped.items()),
@@ -135,12 +140,6 @@ class SentimentRecipe(Recipe):
         if not trainer.is_world_process_zero():
             return
         y_true, y_pred = test_output.label_ids, np.asarray(test_output.predictions).argmax(-1)
-        baseline = majority_class_accuracy(list(prepared.datasets["train"]["labels"]), y_true)
-        accuracy = float(np.mean(y_true == y_pred))
-        report.add(
-            "Accuracy against the majority class",
-            f"{split} accuracy {accuracy:.1%}; always answering the most frequent train label scores {baseline:.1%}.",
-        )
         prefix = "test" if split == "test" else "eval"
         rows = [
             {

@@ -86,6 +86,25 @@ CASES = {
                       "need at least 3 songs"),
     "template without the instruction": ("instruct", lambda d: {"prompt_template": "{input_section} answer:"},
                                          "prompt_template must hold exactly"),
+    "missing forgetting file": ("lyrics", lambda d: {"forgetting_eval_file": str(d / "wiki.txt")},
+                                "forgetting_eval_file not found"),
+    "forgetting file not UTF-8": ("instruct", lambda d: {"forgetting_eval_file": write(d, "w.txt", b"caf\xe9 au lait")},
+                                  "forgetting_eval_file is not UTF-8 text"),
+    "few-shot on a generative recipe": ("lyrics", lambda d: {"few_shot_k": 2},
+                                        "few_shot_k applies to classification recipes, not lyrics"),
+    "few-shot words per label": ("sentiment", lambda d: {"few_shot_k": 0, "few_shot_label_words": "good"},
+                                 "few_shot_label_words has 1 words for 3 labels"),
+    "few-shot with numeric labels": (
+        "sentiment", lambda d: {"train_file": write(d, "ints.json", tweets_json([0, 1] * 10)), "test_file": None,
+                                "few_shot_k": 0},
+        "give one word per label with --few_shot_label_words"),
+    "few-shot template without the text": ("sentiment", lambda d: {"few_shot_k": 0, "few_shot_template": "Mood:"},
+                                           "few_shot_template must hold exactly {text}"),
+    "dedupe leaves no train rows": (
+        "sentiment", lambda d: {"train_file": write(d, "same.csv", "text,sentiment\n" + "hi,positive\nHI,negative\n" * 5),
+                                "test_file": write(d, "same_test.csv", "text,sentiment\nhi ,positive\n"),
+                                "dedupe_splits": True},
+        "--dedupe_splits removed every train row"),
     "misspelled option": ("sentiment", lambda d: {"learning_rat": 0.1}, "unknown argument '--learning_rat'"),
 }
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Eval
 from hf_recipes import cli
 from tests.conftest import SHARED_DATA, cli_args, needs_shared
 from hf_recipes.errors import RecipeError
-from hf_recipes.metrics import classification_metrics, majority_class_accuracy
+from hf_recipes.metrics import classification_metrics
 from recipes import sentiment
 from recipes.sentiment import label_names
 
@@ -150,8 +150,11 @@ def test_metrics_equal_hand_computation():
     assert metrics["macro_f1"] == pytest.approx(sum(f1) / 3)
 
 
-def test_majority_class_accuracy():
-    assert majority_class_accuracy([0, 1, 1, 2], [1, 1, 0, 2, 1]) == pytest.approx(3 / 5)
+def test_majority_class_predictions():
+    from hf_recipes.baselines import majority_class_predictions
+
+    assert majority_class_predictions([0, 1, 1, 2], 5).tolist() == [1] * 5
+    assert majority_class_predictions([2, 0, 2, 0], 2).tolist() == [0, 0]  # ties: the lowest id
 
 
 # ---- end to end ---------------------------------------------------------------------------------------

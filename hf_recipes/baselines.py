@@ -1,0 +1,163 @@
+"""What a fine-tuned classifier is read against: the majority class, TF-IDF + logistic regression, and few-shot
+prompting of the starting causal LM (each label scored by its log-likelihood)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from hf_recipes.collators import position_ids_from_mask
+from hf_recipes.config import DEFAULT_FEW_SHOT_TEMPLATE
+from hf_recipes.errors import RecipeError
+from hf_recipes.model import context_length
+
+def majority_class_predictions(train_labels: Sequence[int], rows: int) -> np.ndarray:
+    """Always the most frequent training label (the lowest id among ties)."""
+    values, counts = np.unique(np.asarray(train_labels), return_counts=True)
+    return np.full(rows, values[counts.argmax()])
+
+
+def tfidf_logistic_regression(seed: int) -> Pipeline:
+    """Word uni- and bigrams, sublinear TF-IDF, L2 logistic regression: the usual strong linear text baseline."""
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(max_iter=1000, random_state=seed),
+    )
+
+
+def tfidf_logistic_regression_predictions(
+    train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str], seed: int
+) -> np.ndarray:
+    return tfidf_logistic_regression(seed).fit(list(train_texts), list(train_labels)).predict(list(test_texts))
+
+
+def score_row(model: str, y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> dict:
+    labels = list(range(num_labels))
+    return {
+        "model": model,
+        "rows": len(y_true),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro-F1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }
+
+
+# ---- few-shot prompting ------------------------------------------------------------------------------------
+def pick_demonstrations(train_labels: Sequence[int], k: int, seed: int) -> list[int]:
+    """``k`` train rows, the classes taken in turn (every class shows once k reaches the number of classes), each
+    class's rows in a seeded random order; the demonstrations themselves are then shuffled."""
+    labels = np.asarray(train_labels)
+    rng = np.random.default_rng(seed)
+    queues = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)}
+    picked: list[int] = []
+    while len(picked) < k and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(picked) < k:
+                picked.append(int(queue.pop(0)))
+    rng.shuffle(picked)
+    return picked
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def few_shot_prompts(
+    texts: Sequence[str], demonstrations: Sequence[tuple[str, str]], template: str = DEFAULT_FEW_SHOT_TEMPLATE
+) -> list[str]:
+    """One prompt per text: the labelled demonstrations, then the text with its label left for the model."""
+    prefix = "".join(template.format(text=flat(t)) + f" {word}\n\n" for t, word in demonstrations)
+    return [prefix + template.format(text=flat(t)) for t in texts]
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, leaving at least one token of each."""
+    shortest = min(len(s) for s in sequences) - 1
+    first = sequences[0]
+    length = 0
+    while length < shortest and all(s[length] == first[length] for s in sequences):
+        length += 1
+    return length
+
+
+@torch.no_grad()
+def label_log_likelihoods(model, tokenizer, prompts: Sequence[str], label_words: Sequence[str],
+                          batch_size: int = 16, reuse_prefix: bool = True) -> np.ndarray:
+    """``[prompt, label]`` log-likelihood of " <label word>" following each prompt: the summed log-probabilities
+    of the word's tokens. A prompt too long for the model keeps its end (the text being labelled).
+
+    The demonstrations every few-shot prompt starts with are run through the model once and their keys and values
+    reused for every text (``reuse_prefix``), which makes k-shot scoring cost about what 0-shot does.
+    """
+    words = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in label_words]
+    longest = max(len(w) for w in words)
+    room = context_length(model.config) - longest
+    prompt_ids = [ids[-room:] for ids in tokenizer(list(prompts), verbose=False)["input_ids"]]
+    if any(not ids for ids in prompt_ids):
+        raise RecipeError("few-shot scoring needs a non-empty prompt for every text")
+    # Every label word one token long (" positive", " negative" for GPT-2): one pass per prompt scores them all.
+    single = longest == 1
+    sequences = [(i, None, ids) for i, ids in enumerate(prompt_ids)] if single else [
+        (i, j, ids + w) for i, ids in enumerate(prompt_ids) for j, w in enumerate(words)]
+    scores = np.zeros((len(prompt_ids), len(words)))
+    was_training = model.training
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(sequences)), key=lambda s: len(sequences[s][2]))
+    keep = 1 if single else longest + 1
+    try:
+        shared = common_prefix_length([ids for _, _, ids in sequences]) if reuse_prefix else 0
+        prefix_cache = None
+        if shared >= 8:  # below that, the cache bookkeeping costs more than it saves
+            prefix = torch.tensor([sequences[0][2][:shared]], device=model.device)
+            prefix_cache = model(input_ids=prefix, use_cache=True).past_key_values
+        else:
+            shared = 0
+        for start in range(0, len(order), batch_size):
+            batch = [sequences[s] for s in order[start:start + batch_size]]
+            rests = [ids[shared:] for _, _, ids in batch]
+            width = max(len(rest) for rest in rests)
+            # Left padding (after the shared prefix) lines up every sequence's end, so only the last positions'
+            # logits are computed; the mask hides the padding and positions count real tokens only.
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=model.device)
+            mask = torch.tensor([[1] * shared + [0] * (width - len(r)) + [1] * len(r) for r in rests],
+                                device=model.device)
+            inputs = {"input_ids": input_ids, "attention_mask": mask,
+                      "position_ids": position_ids_from_mask(mask)[:, shared:], "logits_to_keep": keep}
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(batch))
+                inputs["past_key_values"] = cache
+            log_probs = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+            for row, (i, j, _) in enumerate(batch):
+                if single:
+                    scores[i] = log_probs[row, -1, [w[0] for w in words]].cpu().numpy()
+                else:
+                    word = words[j]
+                    # logits at position p predict token p + 1: the word's tokens are predicted by the positions
+                    # just before them, the last of which is second to last in the sequence.
+                    steps = log_probs[row, keep - 1 - len(word): keep - 1]
+                    scores[i, j] = float(steps.gather(1, torch.tensor(word, device=steps.device)[:, None]).sum())
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def few_shot_predictions(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    label_words: Sequence[str],
+    demonstrations: Sequence[tuple[str, str]] = (),
+    template: str = DEFAULT_FEW_SHOT_TEMPLATE,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """The label id whose word the model finds most likely after each prompt."""
+    prompts = few_shot_prompts(texts, demonstrations, template)
+    return label_log_likelihoods(model, tokenizer, prompts, label_words, batch_size).argmax(1)

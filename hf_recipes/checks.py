@@ -1,0 +1,220 @@
+"""Checks every run makes for the user: data leakage between splits, and over- or underfitting read off the
+logged loss curves. Both are cheap and land in ``report.md``."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from hf_recipes.report import markdown_table
+
+EVALUATION_SPLITS = ("validation", "test")
+
+
+def normalize_text(text: str) -> str:
+    """Case, Unicode compatibility forms and whitespace runs ignored: "Hello  World" and "hello world" are one text."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@dataclass
+class SplitOverlap:
+    """Rows of one evaluation split that also occur in train."""
+
+    rows: int
+    exact: int  # rows whose text occurs in train character for character
+    normalized: int  # rows matching a train row after normalize_text (exact ones included)
+    train_rows: int  # train rows matching any row of this split after normalize_text (what dedupe removes)
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Leakage:
+    unit: str  # what one row is: a text, a song, an instruction with its input
+    train_rows: int
+    train_exact_repeats: int  # train rows that repeat an earlier train row exactly
+    train_normalized_repeats: int  # ... after normalize_text (exact repeats included)
+    overlaps: dict[str, SplitOverlap]
+    removed_from_train: int | None = None  # set when --dedupe_splits removed the leaked rows
+
+    @property
+    def leaked(self) -> int:
+        return sum(o.normalized for o in self.overlaps.values())
+
+
+def find_leakage(texts_by_split: dict[str, Sequence[str]], unit: str, examples: int = 3) -> Leakage:
+    """Count train rows repeated inside train, and validation/test rows that also occur in train.
+
+    Blank texts are never counted as duplicates of each other.
+    """
+    train = [t for t in texts_by_split["train"]]
+    train_exact = Counter(t for t in train if t.strip())
+    train_normal = Counter(normalize_text(t) for t in train if t.strip())
+    overlaps = {}
+    for split in EVALUATION_SPLITS:
+        if split not in texts_by_split:
+            continue
+        texts = [t for t in texts_by_split[split] if t.strip()]
+        normal = {normalize_text(t) for t in texts}
+        matched = [t for t in texts if normalize_text(t) in train_normal]
+        overlaps[split] = SplitOverlap(
+            rows=len(texts_by_split[split]),
+            exact=sum(t in train_exact for t in texts),
+            normalized=len(matched),
+            train_rows=sum(count for text, count in train_normal.items() if text in normal),
+            examples=list(dict.fromkeys(matched))[:examples],
+        )
+    return Leakage(
+        unit=unit,
+        train_rows=len(train),
+        train_exact_repeats=sum(train_exact.values()) - len(train_exact),
+        train_normalized_repeats=sum(train_normal.values()) - len(train_normal),
+        overlaps=overlaps,
+    )
+
+
+def train_rows_to_keep(texts_by_split: dict[str, Sequence[str]]) -> list[int]:
+    """Indices of train rows that occur in no validation or test split, normalised (``--dedupe_splits``)."""
+    held_out = {normalize_text(t) for split in EVALUATION_SPLITS for t in texts_by_split.get(split, ()) if t.strip()}
+    return [i for i, text in enumerate(texts_by_split["train"]) if normalize_text(text) not in held_out]
+
+
+def leakage_section(leakage: Leakage) -> str:
+    unit = leakage.unit
+    rows = [
+        {
+            "split": split,
+            "rows": o.rows,
+            "exact copies in train": o.exact,
+            "copies after normalising case/whitespace": o.normalized,
+            "share": o.normalized / o.rows if o.rows else 0.0,
+            "train rows involved": o.train_rows,
+        }
+        for split, o in leakage.overlaps.items()
+    ]
+    lines = [markdown_table(rows), ""]
+    if leakage.leaked:
+        if leakage.removed_from_train is not None:
+            lines.append(f"**Removed {leakage.removed_from_train} train rows** that repeat a validation or test "
+                         f"row (`--dedupe_splits`); the model never trained on them.")
+        else:
+            lines.append(f"**Leakage**: scores on these splits partly measure memorisation. "
+                         "`--dedupe_splits true` removes the repeated rows from train.")
+        examples = [e for o in leakage.overlaps.values() for e in o.examples][:5]
+        lines += ["", "Examples:", ""] + [f"- `{shorten(e)}`" for e in examples]
+    else:
+        lines.append(f"No validation or test row occurs in train (compared by {unit}), even ignoring case and "
+                     "whitespace.")
+    lines += ["", f"Inside train ({leakage.train_rows} rows): {leakage.train_exact_repeats} exact repeats, "
+                  f"{leakage.train_normalized_repeats} after normalising case/whitespace."]
+    return "\n".join(lines)
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split()).replace("`", "'")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# ---- over- and underfitting -------------------------------------------------------------------------------
+@dataclass
+class FitVerdict:
+    kind: str  # overfitting, underfitting, healthy or unknown
+    message: str
+    best_step: int | None = None  # step of the lowest validation loss
+
+
+def loss_points(log_history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) of ``key`` in Trainer's log history; one point per step (the last one logged)."""
+    points = {entry["step"]: float(entry[key]) for entry in log_history if key in entry and "step" in entry}
+    return sorted(points.items())
+
+
+def fit_verdict(
+    log_history: Sequence[dict[str, Any]],
+    *,
+    rising_evaluations: int = 2,
+    min_rise: float = 0.01,
+    flat_drop: float = 0.05,
+    learning_rate: float | None = None,
+    num_train_epochs: float | None = None,
+    load_best_model_at_end: bool = False,
+    metric_for_best_model: str | None = None,
+) -> FitVerdict:
+    """A plain-language verdict on the training run from its logged losses (taken before any final evaluation).
+
+    Overfitting: the validation loss stayed above its minimum for the last ``rising_evaluations`` or more
+    evaluations, ending at least ``min_rise`` (relative) above it, while the training loss fell.
+    Underfitting: the training loss fell by less than ``flat_drop`` (relative) from the first logged fifth of the
+    run to the last.
+    """
+    train = loss_points(log_history, "loss")
+    evals = loss_points(log_history, "eval_loss")
+    if len(train) < 2:
+        return FitVerdict("unknown", f"Not enough logged training losses to judge ({len(train)}); lower "
+                                     "`logging_steps` so the run logs the loss several times.")
+    window = max(1, len(train) // 5)
+    head = sum(loss for _, loss in train[:window]) / window
+    tail = sum(loss for _, loss in train[-window:]) / window
+    drop = (head - tail) / head if head else 0.0
+
+    best_step = None
+    if evals:
+        best = min(range(len(evals)), key=lambda i: evals[i][1])
+        best_step, best_loss = evals[best]
+        after = evals[best + 1:]
+        train_at_best = [loss for step, loss in train if step <= best_step] or [train[0][1]]
+        train_later = [loss for step, loss in train if step > best_step]
+        if (len(after) >= rising_evaluations and after[-1][1] >= best_loss * (1 + min_rise)
+                and train_later and train_later[-1] < train_at_best[-1]):
+            if load_best_model_at_end and metric_for_best_model in (None, "loss", "eval_loss"):
+                keep = f"`load_best_model_at_end` kept the step-{best_step} model as the final one."
+            elif load_best_model_at_end:
+                keep = (f"`load_best_model_at_end` kept the model best by {metric_for_best_model}; set "
+                        f"`metric_for_best_model eval_loss` to keep the step-{best_step} one.")
+            else:
+                keep = (f"`--load_best_model_at_end true` (with `save_strategy` equal to `eval_strategy`) would keep "
+                        f"the step-{best_step} model; fewer epochs or more weight decay also help.")
+            return FitVerdict(
+                "overfitting",
+                f"**Overfitting.** Validation loss was lowest at step {best_step} ({best_loss:.4f}) and rose over "
+                f"the next {len(after)} evaluations to {after[-1][1]:.4f}, while training loss fell from "
+                f"{train_at_best[-1]:.4f} to {train_later[-1]:.4f}. {keep}",
+                best_step,
+            )
+    if drop < flat_drop:
+        now_lr = f" (now {learning_rate:g})" if learning_rate else ""
+        now_epochs = f" (now {num_train_epochs:g})" if num_train_epochs else ""
+        return FitVerdict(
+            "underfitting",
+            f"**Underfitting.** Training loss barely moved: from {head:.4f} to {tail:.4f} ({drop:.1%} lower). "
+            f"Try a higher `learning_rate`{now_lr} or more epochs{now_epochs}.",
+            best_step,
+        )
+    message = f"**No sign of over- or underfitting.** Training loss fell {drop:.0%} (from {head:.4f} to {tail:.4f})"
+    if not evals:
+        message += "; there were no evaluations during training to check the validation loss (set `eval_strategy`)."
+    elif best_step == evals[-1][0]:
+        message += f"; validation loss was lowest at the last evaluation (step {best_step})"
+        if len(evals) >= 2 and evals[-1][1] < evals[-2][1] * (1 - min_rise):
+            message += " and still falling: more epochs may help"
+        message += "."
+    else:
+        later = sum(step > best_step for step, _ in evals)
+        message += (f"; validation loss was lowest at step {best_step}, {later} evaluation(s) before the end, "
+                    "and has not clearly risen since.")
+    return FitVerdict("healthy", message, best_step)
+
+
+# ---- classification data -----------------------------------------------------------------------------------
+def label_balance_table(labels_by_split: dict[str, Sequence[int]], label_names: Sequence[str]) -> str:
+    """Rows per class per split, with each class's share of its split."""
+    counts = {split: Counter(labels) for split, labels in labels_by_split.items()}
+    rows = []
+    for i, name in enumerate(label_names):
+        row: dict[str, Any] = {"label": name}
+        for split, counter in counts.items():
+            total = sum(counter.values())
+            row[split] = f"{counter[i]} ({counter[i] / total:.1%})" if total else "0"
+        rows.append(row)
+    return markdown_table(rows)

@@ -1,0 +1,104 @@
+"""Catastrophic forgetting: perplexity on a plain-text file before and after fine-tuning.
+
+For a causal LM the starting and the fine-tuned model are scored as they are. A classifier has no language-model
+head of its own, so its fine-tuned backbone is read out through the starting model's LM head (when the starting
+model has one): what the backbone forgot shows as a rise in that perplexity.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from hf_recipes.config import ModelArguments
+from hf_recipes.data import check_local_file
+from hf_recipes.model import context_length, hub_kwargs, is_local
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Perplexity:
+    loss: float  # mean next-token loss over every predicted token
+    perplexity: float
+    tokens: int  # tokens scored
+    truncated: bool  # the file held more than max_tokens
+
+
+def read_text(path: str) -> str:
+    check_local_file(path, "forgetting_eval_file")
+    return Path(path).read_text(encoding="utf-8")
+
+
+@torch.no_grad()
+def text_perplexity(model: PreTrainedModel, tokenizer, text: str, max_tokens: int, batch_size: int = 4) -> Perplexity:
+    """Perplexity of ``text`` cut into consecutive blocks of the model's context (no overlap), in fp32.
+
+    Only the first ``max_tokens`` tokens are scored, so a large file costs a bounded time.
+    """
+    ids = tokenizer(text, verbose=False)["input_ids"]
+    truncated = len(ids) > max_tokens
+    ids = ids[:max_tokens]
+    block = context_length(model.config)
+    blocks = [ids[i:i + block] for i in range(0, len(ids), block)]
+    blocks = [b for b in blocks if len(b) > 1]  # a single token predicts nothing
+    if not blocks:
+        return Perplexity(float("nan"), float("nan"), 0, truncated)
+    was_training = model.training
+    model.eval()
+    total, counted = 0.0, 0
+    try:
+        # Blocks of one length share a batch (all but the last are full).
+        for length in sorted({len(b) for b in blocks}):
+            same = [b for b in blocks if len(b) == length]
+            for start in range(0, len(same), batch_size):
+                input_ids = torch.tensor(same[start:start + batch_size], device=model.device)
+                loss = model(input_ids=input_ids, labels=input_ids).loss.float().item()
+                predicted = input_ids.shape[0] * (length - 1)
+                total += loss * predicted
+                counted += predicted
+    finally:
+        model.train(was_training)
+    mean = total / counted
+    return Perplexity(mean, math.exp(mean) if mean < 700 else float("inf"), len(ids), truncated)
+
+
+def starting_language_model(model_args: ModelArguments) -> tuple[PreTrainedModel | None, str]:
+    """The starting model with its LM head, for reading a classifier's backbone; or None and the reason."""
+    name = model_args.model_name_or_path
+    if not name:
+        return None, "the classifier was built from scratch, so there is no starting language-model head to read it"
+    kwargs = {k: v for k, v in hub_kwargs(model_args).items() if v is not None}
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name, output_loading_info=True, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as err:
+        return None, f"the starting model '{name}' has no causal-LM form ({str(err).splitlines()[0]})"
+    head = model.get_output_embeddings()
+    missing = set(info.get("missing_keys", ()))
+    if head is None or any(key.startswith("lm_head") for key in missing):
+        return None, f"the starting model '{name}' has no language-model head"
+    if not is_local(name):
+        logger.info("Loaded %s with its LM head for the forgetting check", name)
+    return model, ""
+
+
+def backbone_with_head(classifier: PreTrainedModel, start_lm: PreTrainedModel) -> PreTrainedModel:
+    """A copy of ``start_lm`` whose backbone is the fine-tuned classifier's and whose LM head stays the starting one.
+
+    GPT-2 ties its LM head to the input embeddings, which fine-tuning changes; the head is untied first so it keeps
+    the starting weights.
+    """
+    lm = copy.deepcopy(start_lm)
+    head = lm.get_output_embeddings()
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    lm.config.tie_word_embeddings = False
+    backbone = getattr(classifier, classifier.base_model_prefix)
+    getattr(lm, lm.base_model_prefix).load_state_dict(backbone.state_dict())
+    return lm.to(classifier.device)
