@@ -71,16 +71,19 @@ def classification_baselines(raw) -> None:
 
 
 def model_costs(train_texts, train_labels, test_texts, names, few_shot_rows: int, forgetting_tokens: int) -> None:
+    """Few-shot scoring and forgetting perplexity with the GPT-2 124M architecture (random weights: timings only)."""
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(GPT2_FILES)
     tokenizer.pad_token = tokenizer.eos_token
     model = GPT2LMHeadModel(GPT2Config.from_pretrained(GPT2_FILES)).eval()
-    for k in (0, 4):
+    for k, reuse in ((0, True), (4, True), (4, False)):
         shots = [(train_texts[i], names[train_labels[i]]) for i in baselines.pick_demonstrations(train_labels, k, 42)]
+        prompts = baselines.few_shot_prompts(test_texts[:few_shot_rows], shots)
         start = time.perf_counter()
-        baselines.few_shot_predictions(model, tokenizer, test_texts[:few_shot_rows], names, shots, batch_size=32)
+        baselines.label_log_likelihoods(model, tokenizer, prompts, names, batch_size=32, reuse_prefix=reuse)
         seconds = time.perf_counter() - start
-        print(f"[few-shot] 124M-shaped, k={k}: {few_shot_rows / seconds:.1f} test rows/s "
+        how = "" if k == 0 else ", demonstrations' keys/values reused" if reuse else ", every prompt whole"
+        print(f"[few-shot] 124M-shaped, k={k}{how}: {few_shot_rows / seconds:.1f} test rows/s "
               f"(the whole 3,534-row test split: {3534 / few_shot_rows * seconds / 60:.1f} min)")
     text = (DATA / "lyrics" / "all_songs.txt").read_text(encoding="utf-8")
     start = time.perf_counter()

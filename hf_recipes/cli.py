@@ -1,6 +1,9 @@
 """The ``hf-recipes`` command.
 
     hf-recipes train RECIPE [--config FILE.yaml] [--any_argument value ...]
+    hf-recipes sweep RECIPE --n_trials N [--config FILE.yaml] [--learning_rate_range MIN MAX] [--batch_sizes B ...]
+                     [--epochs_range MIN MAX] [--warmup_range MIN MAX] [--weight_decay_range MIN MAX]
+                     [--timeout SECONDS] [--any_argument value ...]
     hf-recipes demo [RECIPE ...]
     hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
     hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
@@ -37,6 +40,23 @@ def cmd_train(opts, extra: list[str]) -> int:
     recipe = recipes.get(opts.recipe)
     metrics = recipe.run(opts.config, extra)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
+    return 0
+
+
+def cmd_sweep(opts, extra: list[str]) -> int:
+    from hf_recipes.sweep import SweepArguments, require_optuna, run_sweep
+
+    require_optuna()
+    settings = SweepArguments(
+        n_trials=opts.n_trials,
+        timeout=opts.timeout,
+        learning_rate_range=opts.learning_rate_range,
+        batch_sizes=opts.batch_sizes,
+        epochs_range=opts.epochs_range,
+        warmup_range=opts.warmup_range,
+        weight_decay_range=opts.weight_decay_range,
+    )
+    run_sweep(opts.recipe, opts.config, extra, settings)
     return 0
 
 
@@ -108,6 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe")
     train.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
     train.set_defaults(func=cmd_train)
+
+    # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
+    sweep = sub.add_parser("sweep", allow_abbrev=False,
+                           help="search learning rate, batch size, epochs, warmup and weight decay (Optuna)")
+    sweep.add_argument("recipe")
+    sweep.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+    sweep.add_argument("--n_trials", type=int, required=True, help="number of trials")
+    sweep.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    sweep.add_argument("--learning_rate_range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       help="log-uniform (default: the config's learning_rate / 10 to * 10)")
+    sweep.add_argument("--batch_sizes", type=int, nargs="+", metavar="B",
+                       help="per-device train batch sizes to try (default: half, same and double the config's)")
+    sweep.add_argument("--epochs_range", type=int, nargs=2, metavar=("MIN", "MAX"),
+                       help="whole epochs (default: 1 to twice the config's; not searched when max_steps is set)")
+    sweep.add_argument("--warmup_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.2),
+                       help="warmup as a share of the total steps (default: 0 0.2)")
+    sweep.add_argument("--weight_decay_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.1),
+                       help="default: 0 0.1")
+    sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="offline demo of every recipe (tiny model, bundled data)")
     demo.add_argument("recipes", nargs="*")

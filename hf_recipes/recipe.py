@@ -200,6 +200,9 @@ class Recipe:
         forgetting_before = (self.forgetting_perplexity(trainer, prepared, args, fine_tuned=False)
                              if args.checks.forgetting_eval_file else None)
 
+        # Generating text before training draws from the random generators; reseed so the run trains exactly as
+        # build_trainer() + train() (and each sweep trial) with the same seed does.
+        set_seed(args.training.seed)
         train_result = trainer.train(resume_from_checkpoint=self.checkpoint_to_resume(args))
         training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
         train_metrics = dict(train_result.metrics)

@@ -103,6 +103,11 @@ def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, c
                      "--seed", "7"]) == 0
     assert capsys.readouterr().out.strip() == ("Down by the" + first[0]).strip()
 
+    # generating before training does not change how the run trains: build_trainer() + train() gives the same model
+    trainer, _ = lyrics.build_trainer(**{**overrides, "output_dir": str(out.parent / "plain")})
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(metrics["eval_loss"], abs=1e-6)
+
 
 @needs_shared
 def test_real_songbooks_pack_with_the_gpt2_tokenizer(overrides):
