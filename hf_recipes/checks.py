@@ -177,9 +177,9 @@ def fit_verdict(
                         f"the step-{best_step} model; fewer epochs or more weight decay also help.")
             return FitVerdict(
                 "overfitting",
-                f"**Overfitting.** Validation loss was lowest at step {best_step} ({best_loss:.4f}) and rose over "
-                f"the next {len(after)} evaluations to {after[-1][1]:.4f}, while training loss fell from "
-                f"{train_at_best[-1]:.4f} to {train_later[-1]:.4f}. {keep}",
+                f"**Overfitting.** Validation loss was lowest at step {best_step} ({best_loss:.4f}), stayed above "
+                f"it for the {len(after)} evaluations since and ended at {after[-1][1]:.4f}, while training loss "
+                f"fell from {train_at_best[-1]:.4f} to {train_later[-1]:.4f}. {keep}",
                 best_step,
             )
     if drop < flat_drop:

@@ -13,7 +13,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from torch.utils.data import SequentialSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import has_length
 
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import EXACT_LOSS
@@ -100,6 +102,13 @@ class RecipeTrainer(Trainer):
             sampler.batch_size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * max(
                 self.args.world_size, 1)
         return sampler
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Under group_by_length, Trainer 5.23 also shuffles evaluation into length groups, so predict() would return
+        # rows out of dataset order. Evaluate in order: predictions line up with the rows they belong to.
+        if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
+            return None  # accelerate shards in order and gathers back in order
+        return SequentialSampler(eval_dataset)
 
     def _run_epoch(self, *args, **kwargs):
         # Trainer 5.23 checks for max_steps only after a step, so a run resumed from its final checkpoint (killed

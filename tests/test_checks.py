@@ -289,7 +289,7 @@ def test_sentiment_report_reads_the_model_against_baselines_few_shot_and_forgett
     forgetting_file.write_text("Once upon a time there was a river and a song. " * 20)
     overrides = {**leaky_sentiment, "model_name_or_path": str(starting_lm), "model_type": None,
                  "config_overrides": None, "tokenizer_name": None, "num_train_epochs": 2, "logging_steps": 1,
-                 "learning_rate": 1e-3,
+                 "learning_rate": 1e-3, "train_sampling_strategy": "group_by_length",
                  "eval_strategy": "epoch", "few_shot_k": [0, 2], "few_shot_label_words": ["bad", "meh", "good"],
                  "forgetting_eval_file": str(forgetting_file)}
     metrics = sentiment.run(**overrides)

@@ -306,3 +306,16 @@ def test_mixed_precision_reaches_the_accelerator(overrides, precision):
     trainer, _ = sentiment.build_trainer(**{**overrides, "mixed_precision": precision})
     assert trainer.accelerator.mixed_precision == precision
     assert trainer.args.bf16 == (precision == "bf16")
+
+
+def test_predictions_come_back_in_dataset_order_under_length_grouping(overrides):
+    trainer, prepared = sentiment.build_trainer(**overrides, train_sampling_strategy="group_by_length",
+                                                per_device_eval_batch_size=4)
+    test = prepared.datasets["test"]
+    assert len(set(map(len, test["input_ids"]))) > 1  # lengths differ, so grouping would reorder them
+    output = trainer.predict(test)
+    assert output.label_ids.tolist() == test["labels"]
+    model = trainer.model.eval()
+    with torch.no_grad():
+        one_by_one = [model(input_ids=torch.tensor([ids])).logits[0].numpy() for ids in test["input_ids"]]
+    assert np.asarray(output.predictions) == pytest.approx(np.stack(one_by_one), abs=1e-5)
