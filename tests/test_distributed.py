@@ -18,7 +18,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 import recipes
-from tests.conftest import REPO, cli_args
+from tests.conftest import REPO, SAMPLES, cli_args
 from tests.test_reliability import TASK_DATA, final_metrics
 
 CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
@@ -32,7 +32,8 @@ TOLERANCE = 1e-5
 def settings(tiny_model_args, name, output_dir, per_device_batch):
     return {**tiny_model_args, **TASK_DATA[name], "config_overrides": NO_DROPOUT, "output_dir": str(output_dir),
             "max_steps": 4, "per_device_train_batch_size": per_device_batch, "per_device_eval_batch_size": 4,
-            "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "logging_steps": 1, "use_cpu": True}
+            "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "logging_steps": 1, "use_cpu": True,
+            "forgetting_eval_file": str(SAMPLES / "lyrics" / "songs.txt"), "forgetting_max_tokens": 2000}
 
 
 def free_port() -> int:
@@ -60,6 +61,17 @@ def train_losses(output_dir: Path) -> list[float]:
     return [e["loss"] for e in state["log_history"] if "loss" in e]
 
 
+def flatten(value, prefix="") -> dict:
+    """Nested JSON as {path: leaf}; strings and None become exact-match keys, numbers stay comparable."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flatten(item, f"{prefix}/{i}").items()}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {prefix: value}
+    return {f"{prefix}={value}": 0}
+
+
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 
 
@@ -73,6 +85,9 @@ def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_arg
     assert_same_metrics(final_metrics(one), final_metrics(two))
     assert two["train_loss"] == pytest.approx(one["train_loss"], abs=TOLERANCE)
     assert train_losses(two_dir) == pytest.approx(train_losses(tmp_path / "one"), abs=TOLERANCE)
+    # The checks (leakage, fit verdict, label balance and baselines against the fine-tuned model) agree too.
+    assert flatten(json.loads((two_dir / "checks.json").read_text())) == pytest.approx(
+        flatten(json.loads((tmp_path / "one" / "checks.json").read_text())), rel=1e-6, abs=TOLERANCE)
     # Outputs are written once, by the main process.
     assert (tmp_path / "two.log").read_text().count("Report written to") == 1
     assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
