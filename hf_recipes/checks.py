@@ -48,7 +48,7 @@ def find_leakage(texts_by_split: dict[str, Sequence[str]], unit: str, examples: 
 
     Blank texts are never counted as duplicates of each other.
     """
-    train = [t for t in texts_by_split["train"]]
+    train = list(texts_by_split["train"])
     train_exact = Counter(t for t in train if t.strip())
     train_normal = Counter(normalize_text(t) for t in train if t.strip())
     overlaps = {}
@@ -99,7 +99,7 @@ def leakage_section(leakage: Leakage) -> str:
             lines.append(f"**Removed {leakage.removed_from_train} train rows** that repeat a validation or test "
                          f"row (`--dedupe_splits`); the model never trained on them.")
         else:
-            lines.append(f"**Leakage**: scores on these splits partly measure memorisation. "
+            lines.append("**Leakage**: scores on these splits partly measure memorisation. "
                          "`--dedupe_splits true` removes the repeated rows from train.")
         examples = [e for o in leakage.overlaps.values() for e in o.examples][:5]
         lines += ["", "Examples:", ""] + [f"- `{shorten(e)}`" for e in examples]

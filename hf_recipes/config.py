@@ -108,6 +108,19 @@ class RunArguments:
     report: bool = field(default=True, metadata={"help": "Write report.md with plots at the end of a run."})
 
 
+def check_template(template: str, option: str, fields: set[str]) -> None:
+    """A ``str.format`` template must name exactly ``fields``; anything else is a one-line error naming ``option``."""
+    try:
+        found = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise RecipeError(f"{option} is not a valid template: {err}") from None
+    if found != fields:
+        raise RecipeError(
+            f"{option} must hold exactly {', '.join('{' + f + '}' for f in sorted(fields))}; found "
+            f"{', '.join('{' + f + '}' for f in sorted(found)) or 'no fields'}"
+        )
+
+
 DEFAULT_FEW_SHOT_TEMPLATE = "Tweet: {text}\nSentiment:"
 
 
@@ -163,12 +176,7 @@ class CheckArguments:
             raise RecipeError(f"few_shot_k must hold numbers of examples (0 or more), got {self.few_shot_k}")
         if self.few_shot_max_samples is not None and self.few_shot_max_samples <= 0:
             raise RecipeError(f"few_shot_max_samples must be a positive number, got {self.few_shot_max_samples}")
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(self.few_shot_template) if name is not None}
-        except ValueError as err:
-            raise RecipeError(f"few_shot_template is not a valid template: {err}") from None
-        if fields != {"text"}:
-            raise RecipeError("few_shot_template must hold exactly {text}")
+        check_template(self.few_shot_template, "few_shot_template", {"text"})
 
 
 # Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist

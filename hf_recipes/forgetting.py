@@ -8,7 +8,6 @@ model has one): what the backbone forgot shows as a rise in that perplexity.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from hf_recipes.config import ModelArguments
 from hf_recipes.data import check_local_file
-from hf_recipes.model import context_length, hub_kwargs, is_local
-
-logger = logging.getLogger(__name__)
+from hf_recipes.model import context_length, hub_kwargs
 
 
 @dataclass
@@ -84,8 +81,6 @@ def starting_language_model(model_args: ModelArguments) -> tuple[PreTrainedModel
     missing = set(info.get("missing_keys", ()))
     if head is None or any(key.startswith("lm_head") for key in missing):
         return None, f"the starting model '{name}' has no language-model head"
-    if not is_local(name):
-        logger.info("Loaded %s with its LM head for the forgetting check", name)
     return model, ""
 
 

@@ -58,6 +58,7 @@ class Prepared:
     before: dict[str, Any] = field(default_factory=dict)  # what before_training measured, for after_training
     label_names: list[str] | None = None  # classification: label names in id order
     leakage: Leakage | None = None
+    forgetting_text: str | None = None  # forgetting_eval_file, read (and checked) before anything is trained
 
 
 def setup_logging(training_args) -> None:
@@ -113,6 +114,8 @@ class Recipe:
         test_output: PredictionOutput | None,
     ) -> dict[str, float] | None:
         """Task-specific report sections from the trained model (e.g. confusion matrix, generations).
+        ``test_output`` holds the predictions on the test split; a classifier without one gets the validation
+        split's (metrics prefixed ``eval_``).
 
         May return extra ``test_*`` metrics (e.g. scores of generated answers); they join the test metrics files.
         """
@@ -146,14 +149,14 @@ class Recipe:
             args.training.dataloader_pin_memory = False  # pinning only helps host-to-GPU copies
         logger.info("Recipe %s: precision %s, device %s", self.name, precision, args.training.device)
         set_seed(args.training.seed)
-        if args.checks.forgetting_eval_file:
-            forgetting.read_text(args.checks.forgetting_eval_file)  # a bad file fails now, not after training
+        forgetting_file = args.checks.forgetting_eval_file
+        forgetting_text = forgetting.read_text(forgetting_file) if forgetting_file else None  # fails before training
         if args.checks.few_shot_k is not None and not self.classifies:
             raise RecipeError(f"few_shot_k applies to classification recipes, not {self.name}")
         raw = self.load_data(args)
         leakage = self.screen_splits(raw, args)
         prepared = self.prepare(args, raw)
-        prepared.leakage = leakage
+        prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
         if args.checks.few_shot_k is not None:
             few_shot_label_words(prepared.label_names, args.checks.few_shot_label_words)
         trainer = make_trainer(
@@ -198,7 +201,7 @@ class Recipe:
         start_metrics = trainer.evaluate(metric_key_prefix="start") if self.compares_start else None
         self.before_training(trainer, prepared, args, report)
         forgetting_before = (self.forgetting_perplexity(trainer, prepared, args, fine_tuned=False)
-                             if args.checks.forgetting_eval_file else None)
+                             if prepared.forgetting_text is not None else None)
 
         # Generating text before training draws from the random generators; reseed so the run trains exactly as
         # build_trainer() + train() (and each sweep trial) with the same seed does.
@@ -237,17 +240,18 @@ class Recipe:
             trainer.save_metrics("test", test_metrics)
             metrics_by_split["test"] = test_metrics
 
+        scored = test_output
+        if self.classifies and scored is None:  # a classifier without a test split is described on validation
+            scored = trainer.predict(prepared.datasets["validation"], metric_key_prefix="eval")  # every process
+
         found: dict[str, Any] = {}  # what the checks found, for checks.json
-        if args.checks.forgetting_eval_file:
+        if prepared.forgetting_text is not None:
             forgetting_after = self.forgetting_perplexity(trainer, prepared, args, fine_tuned=True)
             checks.add("Forgetting", self.forgetting_section(args, forgetting_before, forgetting_after, found))
-        if self.classifies and args.checks.classification_baselines:
-            # Every process predicts (a collective call); process zero fits and scores the baselines.
-            scored = test_output or trainer.predict(prepared.datasets["validation"], metric_key_prefix="eval")
-            if trainer.is_world_process_zero():
-                self.add_classification_checks(trainer, prepared, args, checks, scored, test_output is not None, found)
+        if self.classifies and args.checks.classification_baselines and trainer.is_world_process_zero():
+            self.add_classification_checks(trainer, prepared, args, checks, scored, found)
 
-        extra = self.after_training(trainer, prepared, args, report, test_output)
+        extra = self.after_training(trainer, prepared, args, report, scored)
         if extra and "test" in metrics_by_split:  # e.g. scores of generated answers
             metrics_by_split["test"].update(extra)
             trainer.log_metrics("test", extra)
@@ -318,8 +322,7 @@ class Recipe:
     def forgetting_perplexity(self, trainer, prepared: Prepared, args: RecipeArgs,
                               fine_tuned: bool) -> forgetting.Perplexity | str:
         """Perplexity of the starting or the fine-tuned model on forgetting_eval_file, or why it does not apply."""
-        text = forgetting.read_text(args.checks.forgetting_eval_file)
-        limit = args.checks.forgetting_max_tokens
+        text, limit = prepared.forgetting_text, args.checks.forgetting_max_tokens
         if not self.classifies:
             return forgetting.text_perplexity(trainer.model, prepared.tokenizer, text, limit)
         start_lm, reason = self.starting_language_model(prepared, args)
@@ -352,14 +355,14 @@ class Recipe:
                 f"Change: {change}. A large rise means fine-tuning overwrote what the model knew about such text.")
 
     def add_classification_checks(self, trainer, prepared: Prepared, args: RecipeArgs, checks: Report,
-                                  scored: PredictionOutput, on_test: bool, found: dict) -> None:
+                                  scored: PredictionOutput, found: dict) -> None:
         """Label balance per split, and the fine-tuned accuracy against the majority class, TF-IDF + logistic
         regression and (when asked) few-shot prompting, all on the test split (validation without one)."""
         names, text = prepared.label_names, args.data.text_column
         labels = {split: list(prepared.datasets[split]["labels"]) for split in prepared.datasets}
         checks.add("Label balance", label_balance_table(labels, names))
 
-        split = "test" if on_test else "validation"
+        split = "test" if "test" in prepared.datasets else "validation"
         texts, y_true = list(prepared.raw[split][text]), np.asarray(labels[split])
         train_texts, train_labels = list(prepared.raw["train"][text]), labels["train"]
         y_fine_tuned = np.asarray(scored.predictions[0] if isinstance(scored.predictions, tuple)

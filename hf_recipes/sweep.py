@@ -253,7 +253,8 @@ def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], 
     if user_args.training.world_size > 1:
         raise RecipeError("sweeps run in one process: start hf-recipes sweep without torchrun / accelerate launch")
     space = SearchSpace.resolve(settings, user_args.training)
-    base_config = effective_config(recipe, config, argv, known_keys(user_args))
+    groups = [type(getattr(user_args, f.name)) for f in dataclasses.fields(user_args)]
+    base_config = effective_config(recipe, config, argv, config_module.field_names(groups))
     check_parses(recipe, base_config)  # best.yaml is this plus hyperparameters: it must parse, and not only at the end
     output_dir = Path(user_args.training.output_dir).resolve()
     sweep_dir = output_dir / SWEEP_DIR
@@ -359,12 +360,6 @@ def summary_columns(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         columns += [c for c in row if c not in columns and not c.endswith(("_runtime", "_per_second"))]
     return columns
-
-
-def known_keys(args) -> set[str]:
-    """Every config key of a parsed RecipeArgs."""
-    groups = [getattr(args, f.name) for f in dataclasses.fields(args)]
-    return {f.name for group in groups if dataclasses.is_dataclass(group) for f in dataclasses.fields(group)}
 
 
 def argv_to_dict(argv: Sequence[str], known: Collection[str] = ()) -> dict[str, Any]:

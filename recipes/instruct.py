@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from datasets import DatasetDict
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.collators import LabelPaddingCollator
-from hf_recipes.config import RecipeArgs
+from hf_recipes.config import RecipeArgs, check_template
 from hf_recipes.data import load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
@@ -95,18 +94,6 @@ class InstructArguments(GenerationArguments):
     def __post_init__(self):
         check_template(self.prompt_template, "prompt_template", {"instruction", "input_section"})
         check_template(self.input_template, "input_template", {"input"})
-
-
-def check_template(template: str, option: str, fields: set[str]) -> None:
-    try:
-        found = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as err:
-        raise RecipeError(f"{option} is not a valid template: {err}") from None
-    if found != fields:
-        raise RecipeError(
-            f"{option} must hold exactly {', '.join('{' + f + '}' for f in sorted(fields))}; found "
-            f"{', '.join('{' + f + '}' for f in sorted(found)) or 'no fields'}"
-        )
 
 
 def render_prompt(instruction: str, input: str | None, task: InstructArguments) -> str:

@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import check_local_file, load_splits, map_splits, random_split
+from hf_recipes.data import check_local_file, load_splits, random_split
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import load_model, load_tokenizer, max_length

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
 
 from hf_recipes import cli
