@@ -35,7 +35,16 @@ def tfidf_logistic_regression(seed: int) -> Pipeline:
 def tfidf_logistic_regression_predictions(
     train_texts: Sequence[str], train_labels: Sequence[int], test_texts: Sequence[str], seed: int
 ) -> np.ndarray:
-    return tfidf_logistic_regression(seed).fit(list(train_texts), list(train_labels)).predict(list(test_texts))
+    pipeline = tfidf_logistic_regression(seed)
+    try:
+        pipeline.fit(list(train_texts), list(train_labels))
+    except ValueError as err:
+        if "empty vocabulary" not in str(err):
+            raise
+        # Texts without word characters (emoji, symbols): character n-grams still see something.
+        pipeline.set_params(tfidfvectorizer__analyzer="char_wb", tfidfvectorizer__ngram_range=(1, 3))
+        pipeline.fit(list(train_texts), list(train_labels))
+    return pipeline.predict(list(test_texts))
 
 
 def score_row(model: str, y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> dict:

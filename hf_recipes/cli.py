@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from hf_recipes.errors import RecipeError
+from hf_recipes.errors import RecipeError, one_line
 
 
 def read_lines(path: str) -> list[str]:
@@ -62,11 +64,14 @@ def cmd_sweep(opts, extra: list[str]) -> int:
 
 def cmd_demo(opts, extra: list[str]) -> int:
     import recipes
+    from hf_recipes.outputs import recipe_of
 
     names = opts.recipes or recipes.available()
     for name in names:
         recipe = recipes.get(name)
         args = recipe.parse(recipes.demo_config(name), extra)
+        # The demo runs again over its own earlier output; a folder of anything else is refused as for train.
+        args.run.overwrite_output_dir |= recipe_of(Path(args.training.output_dir)) == name
         metrics = recipe.run_from_args(args)
         summary = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)}
         print(f"[{name}] report: {Path(args.training.output_dir) / 'report.md'}  {json.dumps(summary)}")
@@ -82,7 +87,8 @@ def cmd_predict(opts, extra: list[str]) -> int:
     from hf_recipes.predict import classify
 
     texts = list(opts.texts) + extra + (read_lines(opts.file) if opts.file else [])
-    for result in classify(opts.model_dir, texts, batch_size=opts.batch_size):
+    for result in classify(opts.model_dir, texts, batch_size=opts.batch_size,
+                           trust_remote_code=opts.trust_remote_code):
         print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
     return 0
 
@@ -91,11 +97,12 @@ def cmd_generate(opts, extra: list[str]) -> int:
     import dataclasses
 
     import recipes
-    from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
-    from hf_recipes.recipe import load_recipe_file
+    from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
+    from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
     if extra:
         raise RecipeError(f"unknown argument '{extra[0]}'")
+    open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
     name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
     prompts = recipes.get(name).cli_prompts(opts, saved["task"])
@@ -104,7 +111,8 @@ def cmd_generate(opts, extra: list[str]) -> int:
     for key in known:
         if getattr(opts, key, None) is not None:
             setattr(settings, key, getattr(opts, key))
-    model, tokenizer = load_causal_lm(opts.model_dir)
+    check_generation_settings(settings)
+    model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
     for prompt, text in zip(prompts, generate(model, tokenizer, prompts, settings)):
         print(f"{prompt}{text}" if name != "instruct" else text.strip())
         print()
@@ -119,8 +127,22 @@ def cmd_list(opts, extra: list[str]) -> int:
     return 0
 
 
+def boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in {"1", "true", "yes", "0", "false", "no"}:
+        raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+    return lowered in {"1", "true", "yes"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Argument errors are one ``error:`` line (with the command's name), not a usage dump."""
+
+    def error(self, message):
+        raise RecipeError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-recipes", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="hf-recipes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -158,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model_dir", required=True)
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch_size", type=int, default=32)
+    predict.add_argument("--trust_remote_code", type=boolean, default=False,
+                         help="run the model folder's own Python code (auto_map); off by default")
     predict.set_defaults(func=cmd_predict)
 
     gen = sub.add_parser("generate", help="generate text with a saved causal-LM run (lyrics, instruct)")
@@ -171,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top_p", type=float)
     gen.add_argument("--repetition_penalty", type=float)
     gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int)
-    gen.add_argument("--do_sample", type=lambda v: v.lower() in {"1", "true", "yes"}, help="true or false")
+    gen.add_argument("--do_sample", type=boolean, help="true or false")
+    gen.add_argument("--trust_remote_code", type=boolean, default=False,
+                     help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)
 
     listing = sub.add_parser("list", help="list the recipes and their configs")
@@ -179,28 +205,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    opts, extra = parser.parse_known_args(argv)
-    debug = opts.debug or "--debug" in extra
-    extra = [a for a in extra if a != "--debug"]
+    debug = "--debug" in argv
+    # A kill (SIGTERM) ends a run the way Ctrl-C does: one line, and output_dir keeps only finished checkpoints.
+    previous = signal.signal(signal.SIGTERM, raise_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
+        opts, extra = build_parser().parse_known_args(argv)
+        extra = [a for a in extra if a != "--debug"]
         return opts.func(opts, extra)
     except RecipeError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        if debug:
+            raise
+        print("error: interrupted; run the same command again to resume from the newest checkpoint, if one was "
+              "saved", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - one line by default, the traceback with --debug
         if debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"error: {type(err).__name__}: {message} (run with --debug for the traceback)", file=sys.stderr)
-        return 1
+        print(f"error: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

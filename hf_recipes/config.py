@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_recipes.errors import RecipeError
+from hf_recipes.errors import RecipeError, one_line
 
 
 def empty_means_unset(arguments) -> None:
@@ -179,6 +179,9 @@ class CheckArguments:
         check_template(self.few_shot_template, "few_shot_template", {"text"})
 
 
+# Keys holding secrets: read from the command line or a config, never written to any file, log or report.
+SECRET_KEYS = {"token", "hub_token"}
+
 # Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist
 # from the current directory, so shipped configs work from any working directory.
 PATH_KEYS = {
@@ -201,7 +204,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RecipeError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise RecipeError(f"config file {path} is not valid YAML: {one_line(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -234,13 +237,18 @@ def field_names(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
 
 
-def check_keys(keys, dataclass_types: Sequence[type], where: str) -> None:
-    known = field_names(dataclass_types)
-    for key in keys:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
+def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
+    """Every key names a field, and a field that takes one value is not given a list or a mapping."""
+    fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+    for key, value in values.items():
+        if key not in fields:
+            hint = difflib.get_close_matches(key, fields, n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
             raise RecipeError(f"unknown config key '{key}' in {where}{suggestion}")
+        takes_many = any(word in str(fields[key].type) for word in ("list", "dict", "tuple"))
+        if isinstance(value, (list, tuple, dict)) and not takes_many:
+            kind = "a mapping" if isinstance(value, dict) else "a list"
+            raise RecipeError(f"config key '{key}' in {where} takes one value, got {kind}: {value!r}")
 
 
 def parse_args(
@@ -266,7 +274,7 @@ def parse_args(
     try:
         parsed = parser.parse_args_into_dataclasses(args=tokens, return_remaining_strings=True)
     except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__
-        raise RecipeError(str(err).strip().splitlines()[0]) from None
+        raise RecipeError(one_line(err)) from None
     *parsed, remaining = parsed
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
@@ -298,4 +306,20 @@ def parse_recipe_args(
         raise RecipeError("per_device_train_batch_size and per_device_eval_batch_size must be positive")
     if training.gradient_accumulation_steps <= 0:
         raise RecipeError("gradient_accumulation_steps must be positive")
+    check_training(training)
     return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training)
+
+
+def check_training(training: TrainingArguments) -> None:
+    """Settings under which a run could not learn anything, or could not write its results, are errors."""
+    if not str(training.output_dir or "").strip():
+        raise RecipeError("output_dir is empty: give the folder the run writes to, e.g. --output_dir runs/mine")
+    if not training.learning_rate > 0:  # also catches NaN
+        raise RecipeError(f"learning_rate must be a positive number, got {training.learning_rate}")
+    if training.max_steps <= 0 and not training.num_train_epochs > 0:
+        raise RecipeError(
+            f"num_train_epochs is {training.num_train_epochs}: the run would train nothing; give a positive "
+            "num_train_epochs (e.g. 1) or max_steps"
+        )
+    if training.weight_decay < 0:
+        raise RecipeError(f"weight_decay must be 0 or more, got {training.weight_decay}")

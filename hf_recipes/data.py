@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import logging
 from pathlib import Path
 from typing import Callable, Iterable
@@ -12,7 +13,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
-from hf_recipes.errors import RecipeError
+from hf_recipes.errors import RecipeError, one_line
 from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def check_local_file(path: str, option: str) -> None:
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
-    with p.open("rb") as handle:
+    try:
+        handle = p.open("rb")
+    except OSError as err:
+        raise RecipeError(f"{option} cannot be read: {one_line(err)}") from None
+    with handle:
         while chunk := handle.read(1 << 20):
             try:
                 decoder.decode(chunk)
@@ -74,6 +79,10 @@ def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dic
     if len(builders) > 1:
         raise RecipeError(f"train/validation/test files must share one format, got {', '.join(sorted(builders))}")
     builder = builders.pop()
+    if builder == "csv":
+        for split, path in files.items():
+            if not is_url(path):
+                check_csv_header(path, SPLIT_FILES[split])
     kwargs = dict(text_kwargs or {}) if builder == "text" else {}
     if builder == "csv" and any(p.endswith(".tsv") for p in files.values()):
         kwargs["sep"] = "\t"
@@ -82,14 +91,42 @@ def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dic
                         for split, path in files.items()})
 
 
+def check_csv_header(path: str, option: str) -> None:
+    """pandas renames a repeated header ('text' -> 'text.1'), so a run would silently read the wrong column."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise RecipeError(f"{option} {path} names the column '{name}' twice in its header; rename one of them")
+        seen.add(name)
+
+
+def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[str, str]) -> None:
+    """Text columns hold strings (or nothing): a number, list or mapping is an error naming the column, the split
+    and the first such row (counted from 1), not something to train on."""
+    for split, dataset in raw.items():
+        for column in columns:
+            if column not in dataset.column_names:
+                continue
+            feature = dataset.features[column]
+            if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+                continue
+            for row, value in enumerate(dataset[column], start=1):
+                if value is not None and not isinstance(value, str):
+                    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                    raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
+                                      f"text, but row {row} holds {type(value).__name__} {shown}")
+
+
 def read_file(builder: str, path: str, option: str, cache_dir: str | None, kwargs: dict) -> Dataset:
     try:
         return datasets.load_dataset(builder, data_files={"data": path}, split="data", cache_dir=cache_dir, **kwargs)
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err
-        raise RecipeError(f"could not read {option} {path}: {str(cause).strip().splitlines()[0]}") from None
+        raise RecipeError(f"could not read {option} {path}: {one_line(cause)}") from None
     except (ValueError, OSError) as err:
-        raise RecipeError(f"could not read {option} {path}: {str(err).strip().splitlines()[0]}") from None
+        raise RecipeError(f"could not read {option} {path}: {one_line(err)}") from None
 
 
 def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDict:
@@ -101,7 +138,7 @@ def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDic
             name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
         )
     except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise RecipeError(f"could not load dataset '{name}': {str(err).strip().splitlines()[0]}") from None
+        raise RecipeError(f"could not load dataset '{name}': {one_line(err)}") from None
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({"train": loaded})
     return loaded
@@ -112,6 +149,7 @@ def load_splits(
     model_args: ModelArguments,
     seed: int,
     required_columns: Iterable[str] = (),
+    text_columns: Iterable[str] = (),
     text_kwargs: dict | None = None,
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
@@ -121,7 +159,7 @@ def load_splits(
     Local files win over ``dataset_name``. A missing validation split is carved from train with ``seed``
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
-    Columns are checked by name.
+    Columns are checked by name, and ``text_columns`` by type (text or missing).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -134,14 +172,18 @@ def load_splits(
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
 
+    sources = {split: getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
+               for split in raw}
     for split, dataset in raw.items():
         missing = [c for c in required_columns if c not in dataset.column_names]
         if missing:
-            source = getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
+            source = sources[split]
             raise RecipeError(
                 f"column '{missing[0]}' not found in {split} data ({source}); "
                 f"columns found: {', '.join(dataset.column_names)}"
             )
+
+    check_text_columns(raw, text_columns, sources)
 
     carve = split_train or random_split
     whole = len(raw["train"])

@@ -2,4 +2,12 @@
 
 
 class RecipeError(Exception):
-    """Bad input or set-up. The CLI prints ``error: <message>`` and exits non-zero, without a traceback."""
+    """Bad input or set-up. The CLI prints ``error: <message>`` and exits 2, without a traceback."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message as one line: a multi-line library message is joined, not cut after its first line."""
+    if isinstance(err, OSError) and err.strerror:  # permission denied, disk full, not a directory, ...
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__

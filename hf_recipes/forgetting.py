@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from hf_recipes.config import ModelArguments
 from hf_recipes.data import check_local_file
+from hf_recipes.errors import one_line
 from hf_recipes.model import context_length, hub_kwargs
 
 
@@ -76,7 +77,7 @@ def starting_language_model(model_args: ModelArguments) -> tuple[PreTrainedModel
         model, info = AutoModelForCausalLM.from_pretrained(
             name, output_loading_info=True, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:
-        return None, f"the starting model '{name}' has no causal-LM form ({str(err).splitlines()[0]})"
+        return None, f"the starting model '{name}' has no causal-LM form ({one_line(err)})"
     head = model.get_output_embeddings()
     missing = set(info.get("missing_keys", ()))
     if head is None or any(key.startswith("lm_head") for key in missing):

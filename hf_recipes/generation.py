@@ -9,8 +9,9 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, set_seed
 
+from hf_recipes.errors import RecipeError
 from hf_recipes.model import context_length
-from hf_recipes.predict import check_model_dir
+from hf_recipes.predict import CAUSAL_LM, open_model_dir
 
 
 @dataclass
@@ -26,6 +27,9 @@ class GenerationArguments:
     generation_seed: int = field(default=1234, metadata={"help": "Seed for sampling, so generations repeat."})
     generation_batch_size: int = field(default=16, metadata={"help": "Prompts per generate() call."})
 
+    def __post_init__(self):
+        check_generation_settings(self)
+
     def generation_config(self, tokenizer) -> GenerationConfig:
         sampling = (
             {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p} if self.do_sample else {}
@@ -38,6 +42,22 @@ class GenerationArguments:
             eos_token_id=tokenizer.eos_token_id,
             **sampling,
         )
+
+
+def check_generation_settings(settings: GenerationArguments) -> None:
+    """Settings generate() would reject only at the end of a run are errors before anything starts."""
+    positive = {"max_new_tokens": settings.max_new_tokens, "generation_batch_size": settings.generation_batch_size,
+                "repetition_penalty": settings.repetition_penalty}
+    if settings.do_sample:
+        positive["temperature"] = settings.temperature
+    for name, value in positive.items():
+        if value is None or not value > 0:
+            raise RecipeError(f"{name} must be a positive number, got {value}"
+                              + (" (for greedy decoding set do_sample false)" if name == "temperature" else ""))
+    if settings.do_sample and not 0 < settings.top_p <= 1:
+        raise RecipeError(f"top_p must be in (0, 1], got {settings.top_p}")
+    if settings.do_sample and settings.top_k < 0:
+        raise RecipeError(f"top_k must be 0 (off) or more, got {settings.top_k}")
 
 
 @torch.no_grad()
@@ -77,13 +97,13 @@ def generate(
     return [outputs[i] for i in range(len(prompts))]
 
 
-def load_causal_lm(model_dir: str | Path):
+def load_causal_lm(model_dir: str | Path, trust_remote_code: bool = False):
     """Model (eval mode, on the GPU when there is one) and tokenizer of a saved run."""
-    path = check_model_dir(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    path = open_model_dir(model_dir, CAUSAL_LM, trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
     if torch.cuda.is_available():
         model = model.cuda()
     return model.eval(), tokenizer

@@ -12,7 +12,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, CONFIG_MAPPING, PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_recipes.config import ModelArguments
-from hf_recipes.errors import RecipeError
+from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.predict import refuse_custom_code
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +53,12 @@ def is_local(name: str) -> bool:
 def _from_pretrained(loader, name: str, what: str, **kwargs):
     if not is_local(name):
         ensure_hub_reachable(f"{what} '{name}'")
+    elif Path(name).is_dir():
+        refuse_custom_code(Path(name), kwargs.get("trust_remote_code", False))
     try:
         return loader(name, **kwargs)
-    except OSError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RecipeError(f"could not load {what} '{name}': {first_line}") from None
+    except (OSError, ValueError) as err:  # ValueError: e.g. custom code refused, unknown architecture
+        raise RecipeError(f"could not load {what} '{name}': {one_line(err)}") from None
 
 
 def hub_kwargs(model_args: ModelArguments) -> dict:

@@ -13,7 +13,9 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -23,7 +25,7 @@ from datasets import DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
-from hf_recipes import baselines, forgetting
+from hf_recipes import baselines, forgetting, outputs
 from hf_recipes.checks import (
     FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
 )
@@ -31,14 +33,14 @@ from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import is_local
+from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
 from hf_recipes.report import Report, format_change, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
 
 logger = logging.getLogger("hf_recipes")
 
-# Which recipe made a run and its task settings (read by `hf-recipes generate`). Written last, so it also marks a
-# finished run: a run killed while writing its results is resumed, not mistaken for a finished one.
-RECIPE_FILE = "recipe.json"
+# recipe.json: which recipe made a run and its task settings (read by `hf-recipes generate`). Written last, so it
+# also marks a finished run: a run killed while writing its results is resumed, not mistaken for a finished one.
 CHECKS_FILE = "checks.json"  # what the checks found, for scripts (the report shows the same)
 
 
@@ -59,24 +61,20 @@ class Prepared:
     label_names: list[str] | None = None  # classification: label names in id order
     leakage: Leakage | None = None
     forgetting_text: str | None = None  # forgetting_eval_file, read (and checked) before anything is trained
+    resume_from: str | None = None  # the checkpoint training resumes from (checked against the model)
 
 
 def setup_logging(training_args) -> None:
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # A later run in the same process (a notebook, a test) logs to the stderr of its own time.
+    for handler in logging.getLogger().handlers + logging.getLogger("transformers").handlers:
+        if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
+            handler.stream = sys.stderr  # (setStream would flush the old one, which may be closed)
+            if "flush" in vars(handler):  # transformers binds its handler's flush to the stderr of its import
+                handler.flush = sys.stderr.flush
     logger.setLevel(logging.INFO if level <= logging.INFO or training_args.should_log else level)
     transformers.utils.logging.set_verbosity(level)
-
-
-def check_output_dir(args: RecipeArgs) -> None:
-    output_dir = Path(args.training.output_dir)
-    if output_dir.is_file():
-        raise RecipeError(f"output_dir is a file: {output_dir}")
-    if (output_dir / RECIPE_FILE).exists() and not args.run.overwrite_output_dir:
-        raise RecipeError(
-            f"output_dir {output_dir} already holds a finished run; pass --overwrite_output_dir true "
-            "or choose another --output_dir"
-        )
 
 
 class Recipe:
@@ -143,7 +141,7 @@ class Recipe:
             # reads the token from the environment just as well, and no file ever holds it.
             os.environ["HF_TOKEN"] = args.training.hub_token
             args.training.hub_token = None
-        check_output_dir(args)
+        outputs.check_output_dir(args.training.output_dir, self.name, args.run.overwrite_output_dir)
         precision = resolve_precision(args.training, args.run.mixed_precision)
         if args.training.device.type == "cpu":
             args.training.dataloader_pin_memory = False  # pinning only helps host-to-GPU copies
@@ -157,8 +155,12 @@ class Recipe:
         leakage = self.screen_splits(raw, args)
         prepared = self.prepare(args, raw)
         prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
+        self.check_learnable(prepared, args)
         if args.checks.few_shot_k is not None:
             few_shot_label_words(prepared.label_names, args.checks.few_shot_label_words)
+        prepared.resume_from = self.checkpoint_to_resume(args)
+        if prepared.resume_from:
+            outputs.check_checkpoint(prepared.resume_from, prepared.model)
         trainer = make_trainer(
             model=prepared.model,
             tokenizer=prepared.tokenizer,
@@ -171,7 +173,25 @@ class Recipe:
             preprocess_logits_for_metrics=prepared.preprocess_logits_for_metrics
             or (token_loss_sums if self.reports_perplexity else None),
         )
+        if trainer.is_world_process_zero():
+            outputs.mark_output_dir(args.training.output_dir, self.name)
         return trainer, prepared
+
+    def check_learnable(self, prepared: Prepared, args: RecipeArgs) -> None:
+        """A split without a single target token would train on nothing (or score NaN): say which setting did it."""
+        for split in ("train", "validation"):
+            dataset = prepared.datasets[split]
+            if len(dataset) == 0:
+                raise RecipeError(f"the {split} split is empty after preparation; {self.no_targets_hint(args)}")
+            if "labels" not in dataset.column_names or not isinstance(dataset[0]["labels"], list):
+                continue  # one label per row (classification): every row is a target
+            if not any(label != -100 for labels in dataset["labels"] for label in labels[1:]):
+                raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or "
+                                  f"scored; {self.no_targets_hint(args)}")
+
+    def no_targets_hint(self, args: RecipeArgs) -> str:
+        """What setting to change when a split has no target, for :meth:`check_learnable`'s error."""
+        return "check the data and max_seq_length"
 
     def screen_splits(self, raw: DatasetDict, args: RecipeArgs) -> Leakage | None:
         """Count rows shared between train and validation/test; with --dedupe_splits, drop them from train."""
@@ -196,6 +216,10 @@ class Recipe:
         return self.run_from_args(self.parse(config, argv, **overrides))
 
     def run_from_args(self, args: RecipeArgs) -> dict:
+        with outputs.removed_on_failure(args.training.output_dir, args.training.process_index == 0):
+            return self.train_and_report(args)
+
+    def train_and_report(self, args: RecipeArgs) -> dict:
         trainer, prepared = self.build_trainer_from_args(args)
         report, checks = Report(self.title), Report("checks")
         start_metrics = trainer.evaluate(metric_key_prefix="start") if self.compares_start else None
@@ -206,7 +230,7 @@ class Recipe:
         # Generating text before training draws from the random generators; reseed so the run trains exactly as
         # build_trainer() + train() (and each sweep trial) with the same seed does.
         set_seed(args.training.seed)
-        train_result = trainer.train(resume_from_checkpoint=self.checkpoint_to_resume(args))
+        train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
         training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
         train_metrics = dict(train_result.metrics)
         train_metrics["train_samples"] = len(prepared.datasets["train"])
@@ -244,20 +268,26 @@ class Recipe:
         if self.classifies and scored is None:  # a classifier without a test split is described on validation
             scored = trainer.predict(prepared.datasets["validation"], metric_key_prefix="eval")  # every process
 
+        # The model is saved: from here on a failing step (a check, generations, the report) is recorded in
+        # checks.json and report.md, and the run still finishes.
         found: dict[str, Any] = {}  # what the checks found, for checks.json
+        failed: list[dict[str, str]] = []
+        step = partial(run_step, failed)
         if prepared.forgetting_text is not None:
-            forgetting_after = self.forgetting_perplexity(trainer, prepared, args, fine_tuned=True)
-            checks.add("Forgetting", self.forgetting_section(args, forgetting_before, forgetting_after, found))
+            forgetting_after = step("forgetting check", self.forgetting_perplexity, trainer, prepared, args, True)
+            if forgetting_after is not None and forgetting_before is not None:
+                checks.add("Forgetting", self.forgetting_section(args, forgetting_before, forgetting_after, found))
         if self.classifies and args.checks.classification_baselines and trainer.is_world_process_zero():
-            self.add_classification_checks(trainer, prepared, args, checks, scored, found)
+            step("classification baselines", self.add_classification_checks, trainer, prepared, args, checks, scored,
+                 found)
 
-        extra = self.after_training(trainer, prepared, args, report, scored)
+        extra = step("task report", self.after_training, trainer, prepared, args, report, scored)
         if extra and "test" in metrics_by_split:  # e.g. scores of generated answers
             metrics_by_split["test"].update(extra)
             trainer.log_metrics("test", extra)
             trainer.save_metrics("test", metrics_by_split["test"])
         if trainer.is_world_process_zero():
-            verdict = self.fit_check(training_log, args)
+            verdict = step("fit check", self.fit_check, training_log, args)
             if verdict:
                 found["fitting"] = {"verdict": verdict.kind, "lowest_eval_loss_step": verdict.best_step}
             if prepared.leakage:
@@ -265,15 +295,19 @@ class Recipe:
                 checks.sections.insert(0, (f"Data leakage (unit: {self.leakage_unit})",
                                            leakage_section(prepared.leakage)))
             output_dir = Path(args.training.output_dir)
-            (output_dir / CHECKS_FILE).write_text(json.dumps(found, indent=1, default=str) + "\n")
             if args.run.report:
-                self.write_outputs(trainer, prepared, args, report, metrics_by_split, checks, training_log, verdict)
+                step("report", self.write_outputs, trainer, prepared, args, report, metrics_by_split, checks,
+                     training_log, verdict, failed)
+            if failed:
+                found["failed_steps"] = failed
+            (output_dir / CHECKS_FILE).write_text(json.dumps(found, indent=1, default=str) + "\n")
             task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
             (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
     def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split,
-                      checks: Report, training_log: list[dict], verdict: FitVerdict | None) -> None:
+                      checks: Report, training_log: list[dict], verdict: FitVerdict | None,
+                      failed: list[dict[str, str]]) -> None:
         output_dir = Path(args.training.output_dir)
         name = args.model.model_name_or_path
         trainer.create_model_card(
@@ -294,6 +328,9 @@ class Recipe:
             front.append(("Over- and underfitting", verdict.message))
         report.sections[:0] = front + checks.sections
         report.add("Run", self.run_summary(prepared, args, metrics_by_split["train"]))
+        if failed:
+            report.sections.insert(0, ("Steps that failed", "The model was trained and saved; these parts of the "
+                                       "report are missing:\n\n" + markdown_table(failed)))
         path = report.write(output_dir)
         logger.info("Report written to %s", path)
 
@@ -420,10 +457,7 @@ class Recipe:
         """--resume_from_checkpoint PATH, else the newest complete checkpoint of an interrupted run in output_dir
         (re-running the same command resumes), unless --overwrite_output_dir asks for a fresh start."""
         if args.training.resume_from_checkpoint:
-            path = Path(args.training.resume_from_checkpoint)
-            if not (path / "trainer_state.json").is_file():
-                raise RecipeError(f"resume_from_checkpoint {path} is not a complete checkpoint folder")
-            return str(path)
+            return str(Path(args.training.resume_from_checkpoint))
         if args.run.overwrite_output_dir:
             return None
         found = last_complete_checkpoint(args.training.output_dir)
@@ -472,11 +506,16 @@ def few_shot_label_words(label_names: list[str] | None, words: list[str] | None)
     return [name.strip() for name in label_names]
 
 
-def load_recipe_file(model_dir: str | os.PathLike) -> dict:
-    path = Path(model_dir) / RECIPE_FILE
-    if not path.is_file():
-        return {"recipe": None, "task": {}}
-    return json.loads(path.read_text())
+def run_step(failed: list[dict[str, str]], name: str, function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)``; a failure is logged and appended to ``failed`` instead of ending the run."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure after training must not lose the trained model
+        message = " ".join(str(err).split()) or type(err).__name__
+        logger.warning("The %s failed after training (%s: %s); the run goes on without it", name,
+                       type(err).__name__, message)
+        failed.append({"step": name, "error": f"{type(err).__name__}: {message}"})
+        return None
 
 
 def format_share(share: float | None) -> str:

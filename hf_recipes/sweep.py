@@ -394,9 +394,12 @@ def argv_to_dict(argv: Sequence[str], known: Collection[str] = ()) -> dict[str, 
 
 def effective_config(recipe, config: str | os.PathLike | None, argv: Sequence[str], known: Collection[str]
                      ) -> dict[str, Any]:
-    """The YAML values with the command-line flags on top, local paths made absolute so the file works anywhere."""
+    """The YAML values with the command-line flags on top, local paths made absolute so the file works anywhere.
+    Secrets (``token``, ``hub_token``) are left out: the file is written to disk."""
     values = config_module.load_yaml(config or recipe.default_config)
     values.update(argv_to_dict(argv, known))
+    for key in config_module.SECRET_KEYS:
+        values.pop(key, None)
     for key in config_module.PATH_KEYS & values.keys():
         value = values[key]
         if isinstance(value, str) and value and Path(value).exists():

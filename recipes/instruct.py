@@ -27,12 +27,13 @@ from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import load_splits, map_splits
+from hf_recipes.data import drop_empty, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import exact_match, rouge_l
 from hf_recipes.model import load_model, load_tokenizer, max_length
-from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
+from hf_recipes.predict import load_recipe_file
+from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -92,6 +93,7 @@ class InstructArguments(GenerationArguments):
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
 
     def __post_init__(self):
+        super().__post_init__()
         check_template(self.prompt_template, "prompt_template", {"instruction", "input_section"})
         check_template(self.input_template, "input_template", {"input"})
 
@@ -110,17 +112,16 @@ def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, limi
     return input_ids, (prompt_labels + response_ids + [eos])[:limit]
 
 
-def check_records(raw, task: InstructArguments) -> None:
-    """Every record needs an instruction and an output; a missing input column means no inputs."""
+def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
+    """Records without an instruction or an output teach nothing (real Alpaca data has a few): drop and count
+    them per split. A missing input column means no inputs."""
     for split in list(raw):
         if task.input_column not in raw[split].column_names:
             raw[split] = raw[split].add_column(task.input_column, [""] * len(raw[split]))
-        for column in (task.instruction_column, task.output_column):
-            missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in raw[split][column])
-            if missing:
-                raise RecipeError(f"{missing} {split} records have no '{column}'")
-        if len(raw[split]) == 0:
-            raise RecipeError(f"the {split} split has no records")
+    before = {split: len(dataset) for split, dataset in raw.items()}
+    for column in (task.instruction_column, task.output_column):
+        drop_empty(raw, column)
+    return {split: before[split] - len(dataset) for split, dataset in raw.items()}
 
 
 class InstructRecipe(Recipe):
@@ -138,11 +139,10 @@ class InstructRecipe(Recipe):
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         task = args.task
-        raw = load_splits(args.data, args.model, args.training.seed,
-                          required_columns=(task.instruction_column, task.output_column),
-                          test_split_percentage=task.test_split_percentage)
-        check_records(raw, task)
-        return raw
+        return load_splits(args.data, args.model, args.training.seed,
+                           required_columns=(task.instruction_column, task.output_column),
+                           text_columns=(task.instruction_column, task.input_column, task.output_column),
+                           test_split_percentage=task.test_split_percentage)
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         task = args.task
@@ -151,6 +151,7 @@ class InstructRecipe(Recipe):
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         task = args.task
+        dropped = drop_incomplete_records(raw, task)
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
@@ -167,10 +168,18 @@ class InstructRecipe(Recipe):
 
         tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
         truncated = {split: sum(data["truncated"]) for split, data in tokenized.items()}
-        tokenized = tokenized.remove_columns("truncated")
         if truncated["train"]:
             logger.warning("%d train records are longer than %d tokens and were cut (their EOS is lost)",
                            truncated["train"], limit)
+        # A record cut inside its prompt has no target left; a batch of only such records would have a 0/0 loss.
+        without_target = {split: sum(not any(t != -100 for t in labels[1:]) for labels in data["labels"])
+                          for split, data in tokenized.items()}
+        if any(without_target.values()):
+            logger.warning("Dropped records whose prompt fills all %d tokens (no response token left): %s", limit,
+                           ", ".join(f"{s} {n}" for s, n in without_target.items()))
+            tokenized = DatasetDict({split: data.filter(lambda row: any(t != -100 for t in row["labels"][1:]))
+                                     for split, data in tokenized.items()})
+        tokenized = tokenized.remove_columns("truncated")
         if task.padding_free:
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
             batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
@@ -190,8 +199,14 @@ class InstructRecipe(Recipe):
                 "loss on": "prompt and response" if task.train_on_inputs else "response tokens and EOS only",
                 "batching": batching,
                 "records cut at max length": f"{limit} tokens: " + ", ".join(f"{s} {n}" for s, n in truncated.items()),
+                "records dropped (no instruction or no output)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
+                "records dropped (prompt fills max length)": ", ".join(f"{s} {n}" for s, n in without_target.items()),
             },
         )
+
+    def no_targets_hint(self, args: RecipeArgs) -> str:
+        return (f"the prompts fill max_seq_length ({args.data.max_seq_length}) before any response token: raise "
+                "max_seq_length or shorten prompt_template")
 
     def before_training(self, trainer, prepared, args, report) -> None:
         examples = prepared.raw["test"].select(range(min(args.task.report_examples, len(prepared.raw["test"]))))

@@ -49,6 +49,14 @@ class LyricsArguments(GenerationArguments):
         metadata={"help": "Prompts generated from before and after training, shown side by side in the report."},
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.song_separator:
+            raise RecipeError("song_separator is empty: give the text that separates songs (default: a blank line)")
+        if self.block_size is not None and self.block_size < 2:
+            raise RecipeError(f"block_size {self.block_size} leaves no token to predict: use at least 2 "
+                              "(the model context, e.g. 128 or 1024, is usual)")
+
 
 def split_songs(text: str, separator: str) -> list[str]:
     """Songs of a text file: split at ``separator`` (a blank line, however many spaces it holds, by default)."""
@@ -83,7 +91,7 @@ def load_songs(args: RecipeArgs) -> DatasetDict:
         train, validation = random_split(songs, data.validation_split_percentage / 100, seed)
         raw = DatasetDict({"train": train, "validation": validation})
     else:
-        raw = load_splits(data, args.model, seed, required_columns=(text,))
+        raw = load_splits(data, args.model, seed, required_columns=(text,), text_columns=(text,))
     if "test" not in raw:
         raw["train"], raw["test"] = random_split(raw["train"], args.task.test_split_percentage / 100, seed)
     for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples)):
@@ -177,6 +185,9 @@ class LyricsRecipe(Recipe):
                 if args.task.reset_position_ids else "no (songs attend to earlier songs in the block)",
             },
         )
+
+    def no_targets_hint(self, args: RecipeArgs) -> str:
+        return "lower block_size or add songs"
 
     def before_training(self, trainer, prepared, args, report) -> None:
         prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)

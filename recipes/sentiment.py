@@ -10,6 +10,7 @@ Python API::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,7 @@ from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table, plot_confusion_matrix
 
 HERE = Path(__file__).parent
+logger = logging.getLogger("hf_recipes")
 
 
 @dataclass
@@ -46,6 +48,11 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -
     Labels may be strings or integers (a ClassLabel column keeps its own names). Every split is checked:
     a missing label or one the model does not know is an error naming the split and the value.
     """
+    if explicit:
+        repeated = sorted({str(n) for n in explicit if [str(m) for m in explicit].count(str(n)) > 1})
+        if repeated:
+            raise RecipeError(f"--labels lists '{repeated[0]}' more than once; each label once, in id order")
+    check_label_values(raw, column)
     feature = raw["train"].features[column]
     if isinstance(feature, ClassLabel) and not explicit:
         names = list(feature.names)
@@ -81,6 +88,22 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -
     return names, {str(k): v for k, v in value_to_id.items()}
 
 
+def check_label_values(raw: DatasetDict, column: str) -> None:
+    """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row."""
+    for split, dataset in raw.items():
+        if isinstance(dataset.features[column], ClassLabel):
+            continue
+        for row, value in enumerate(dataset[column], start=1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, np.integer))):
+                raise RecipeError(f"label column '{column}' of the {split} split must hold label names or whole "
+                                  f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}")
+
+
+def labels_without_train_rows(raw: DatasetDict, column: str, names: list[str], value_to_id: dict) -> list[str]:
+    present = {value_to_id[str(v)] for v in raw["train"][column]}
+    return [name for i, name in enumerate(names) if i not in present]
+
+
 class SentimentRecipe(Recipe):
     name = "sentiment"
     title = "Sentiment classification"
@@ -91,12 +114,17 @@ class SentimentRecipe(Recipe):
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         return load_splits(args.data, args.model, args.training.seed,
-                           required_columns=(args.data.text_column, args.data.label_column))
+                           required_columns=(args.data.text_column, args.data.label_column),
+                           text_columns=(args.data.text_column,))
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         text, label = args.data.text_column, args.data.label_column
         dropped = drop_empty(raw, text)
         names, value_to_id = label_names(raw, label, args.task.labels)
+        unseen = labels_without_train_rows(raw, label, names, value_to_id)
+        if unseen:
+            logger.warning("No train row has the label(s) %s: the model cannot learn to predict them",
+                           ", ".join(unseen))
 
         tokenizer = load_tokenizer(args.model)
         model = load_model(
@@ -127,6 +155,7 @@ class SentimentRecipe(Recipe):
                 "labels": ", ".join(names),
                 "rows dropped for empty text": ", ".join(f"{s} {n}" for s, n in dropped.items()),
                 "max tokens per text": limit,
+                **({"labels without train rows (cannot be learned)": ", ".join(unseen)} if unseen else {}),
             },
         )
 

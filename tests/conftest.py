@@ -60,8 +60,9 @@ def tiny_model_args(tmp_path):
 
 
 def cli_args(overrides):
-    """Keyword overrides as command-line flags; None becomes "" (unset)."""
+    """Keyword overrides as command-line flags; None becomes "" (unset), a list several values."""
     argv = []
     for key, value in overrides.items():
-        argv += [f"--{key}", "" if value is None else str(value)]
+        values = value if isinstance(value, list) else ["" if value is None else value]
+        argv += [f"--{key}", *map(str, values)]
     return argv

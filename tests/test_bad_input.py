@@ -1,12 +1,20 @@
-"""Malformed input across the recipes: one clear line, a non-zero exit, no traceback, nothing in output_dir."""
+"""Malformed and hostile input, by class. Every member of every class must end the same way: exit code 2, exactly
+one ``error:`` line on stderr (the last one) naming the problem, no traceback, the output_dir absent or untouched,
+and every file the user had byte-identical.
 
+A case builds its command line from a folder of user files; it returns ``(argv, expected part of the error)``.
+"""
+
+import errno
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+import recipes
 from hf_recipes import cli
-from tests.conftest import SAMPLES, cli_args
+from tests.conftest import SAMPLES, TOKENIZER_DIR, cli_args
 
 BASE = {
     "sentiment": {"train_file": str(SAMPLES / "sentiment" / "train.csv"), "label_column": "sentiment",
@@ -16,115 +24,330 @@ BASE = {
 }
 
 
+class Case:
+    """One hostile input: ``recipe`` trained with the tiny model, ``change`` applied to its flags."""
+
+    def __init__(self, recipe, change, message, verb="train"):
+        self.recipe, self.change, self.message, self.verb = recipe, change, message, verb
+
+    def argv(self, user: Path, run: dict, models: dict) -> list[str]:
+        values = {**run, **BASE[self.recipe], **self.change(user)}
+        return [self.verb, self.recipe, *cli_args(values)]
+
+
+class Verb:
+    """A hostile command line as a whole, e.g. predict / generate on a saved run (``models`` maps recipe names to
+    finished runs when ``needs_runs``)."""
+
+    def __init__(self, argv, message, needs_runs=True):
+        self.make_argv, self.message, self.needs_runs = argv, message, needs_runs
+
+    def argv(self, user: Path, run: dict, models: dict) -> list[str]:
+        return self.make_argv(user, models)
+
+
 def write(folder: Path, name: str, content) -> str:
     path = folder / name
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif isinstance(content, str):
         path.write_text(content, encoding="utf-8")
+    elif isinstance(content, pd.DataFrame):
+        content.to_parquet(path)
     else:
         path.write_text(json.dumps(content))
     return str(path)
 
 
-def tweets_json(labels):
-    return [{"text": f"tweet number {i}", "sentiment": label} for i, label in enumerate(labels)]
+def tweets(labels, texts=None):
+    texts = texts or [f"tweet number {i}" for i in range(len(labels))]
+    return [{"text": t, "sentiment": label} for t, label in zip(texts, labels)]
 
 
-def records(**fields):
-    return [{"instruction": f"Say {i}.", "input": "", "output": str(i), **fields} for i in range(30)]
+def records(n=30, **fields):
+    return [{"instruction": f"Say {i}.", "input": "", "output": str(i), **fields} for i in range(n)]
 
 
-CASES = {
-    # name: (recipe, change built from a tmp folder, expected part of the error line)
-    "missing file": ("sentiment", lambda d: {"train_file": str(d / "nope.csv")}, "train_file not found"),
-    "directory instead of file": ("sentiment", lambda d: {"train_file": str(d)}, "train_file is a directory"),
-    "empty file": ("sentiment", lambda d: {"train_file": write(d, "empty.csv", "")}, "train_file is empty"),
-    "csv with the wrong delimiter": (
-        "sentiment", lambda d: {"train_file": write(d, "semi.csv", "text;sentiment\nhi;positive\nno;negative\n")},
-        "column 'text' not found in train data"),
-    "missing column": ("sentiment", lambda d: {"label_column": "mood"}, "column 'mood' not found in train data"),
-    "null labels": (
-        "sentiment", lambda d: {"train_file": write(d, "null.json", tweets_json(["positive", None] * 10)),
-                                "test_file": None},
-        "rows have no 'sentiment' value"),
-    "unknown label": (
-        "sentiment", lambda d: {"test_file": write(d, "odd.csv", "text,sentiment\nhm,sarcastic\n")},
-        "label 'sarcastic' in the test split is not a known label"),
-    "integer label out of range": (
-        "sentiment", lambda d: {"train_file": write(d, "ints.json", tweets_json([0, 1] * 10)),
-                                "test_file": write(d, "ints_test.json", tweets_json([1, 5]))},
-        "label '5' in the test split is not a known label (0, 1)"),
-    "mixed label types": (
-        "sentiment", lambda d: {"train_file": write(d, "mixed.json", tweets_json(["positive", 1] * 10)),
-                                "test_file": None},
-        "train labels mix numbers and names (e.g. '1' and 'positive')"),
-    "non-UTF-8 bytes": (
-        "sentiment", lambda d: {"train_file": write(d, "latin.csv", "text,sentiment\ncaf\xe9,positive\n".encode("latin-1"))},
-        "train_file is not UTF-8 text"),
-    "json that is not a list of records": (
-        "instruct", lambda d: {"train_file": write(d, "object.json", {"instruction": "a", "n": 1})},
-        "column 'output' not found in train data"),
-    "instruction records missing output": (
-        "instruct", lambda d: {"train_file": write(d, "no_output.json", records(output=None))},
-        "records have no 'output'"),
-    "unsupported file type": ("lyrics", lambda d: {"train_file": write(d, "songs.docx", "la la")},
-                              "unsupported extension '.docx'"),
-    "zero batch size": ("sentiment", lambda d: {"per_device_train_batch_size": 0}, "must be positive"),
-    "negative sample limit": ("sentiment", lambda d: {"max_train_samples": -3}, "max_train_samples must be a positive"),
-    "block_size beyond the context": ("lyrics", lambda d: {"block_size": 512},
-                                      "block_size 512 is larger than the model's context of 128"),
-    "model folder without weights": (
-        "lyrics", lambda d: {"model_name_or_path": str(d), "model_type": None, "config_overrides": None,
-                             "tokenizer_name": str(SAMPLES / "tokenizer"),
-                             "_": write(d, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32,
-                                                           "n_head": 2, "n_positions": 128})},
-        "could not load model"),
-    "a single huge line": ("lyrics", lambda d: {"train_file": write(d, "one_line.txt", "la " * 300_000)},
-                           "need at least 3 songs to carve validation and test splits, found 1"),
-    "too few songs": ("lyrics", lambda d: {"train_file": write(d, "two.txt", "one song\n\nanother song\n")},
-                      "need at least 3 songs"),
-    "template without the instruction": ("instruct", lambda d: {"prompt_template": "{input_section} answer:"},
-                                         "prompt_template must hold exactly"),
-    "missing forgetting file": ("lyrics", lambda d: {"forgetting_eval_file": str(d / "wiki.txt")},
-                                "forgetting_eval_file not found"),
-    "forgetting file not UTF-8": ("instruct", lambda d: {"forgetting_eval_file": write(d, "w.txt", b"caf\xe9 au lait")},
-                                  "forgetting_eval_file is not UTF-8 text"),
-    "few-shot on a generative recipe": ("lyrics", lambda d: {"few_shot_k": 2},
-                                        "few_shot_k applies to classification recipes, not lyrics"),
-    "few-shot words per label": ("sentiment", lambda d: {"few_shot_k": 0, "few_shot_label_words": "good"},
-                                 "few_shot_label_words has 1 words for 3 labels"),
-    "few-shot with numeric labels": (
-        "sentiment", lambda d: {"train_file": write(d, "ints.json", tweets_json([0, 1] * 10)), "test_file": None,
-                                "few_shot_k": 0},
-        "give one word per label with --few_shot_label_words"),
-    "few-shot template without the text": ("sentiment", lambda d: {"few_shot_k": 0, "few_shot_template": "Mood:"},
-                                           "few_shot_template must hold exactly {text}"),
-    "dedupe leaves no train rows": (
-        "sentiment", lambda d: {"train_file": write(d, "same.csv", "text,sentiment\n" + "hi,positive\nHI,negative\n" * 5),
-                                "test_file": write(d, "same_test.csv", "text,sentiment\nhi ,positive\n"),
-                                "dedupe_splits": True},
-        "--dedupe_splits removed every train row"),
-    "misspelled option": ("sentiment", lambda d: {"learning_rat": 0.1}, "unknown argument '--learning_rat'"),
+def with_bad_row(rows, index, **fields):
+    rows = [dict(r) for r in rows]
+    rows[index].update(fields)
+    return rows
+
+
+def yaml(folder: Path, text: str) -> dict:
+    return {"config": write(folder, "config.yaml", text)}
+
+
+CLASSES = {
+    # 1. Everything is checked before anything is written.
+    "checked before writing": {
+        "negative learning rate": Case("sentiment", lambda d: {"learning_rate": -0.01},
+                                       "learning_rate must be a positive number, got -0.01"),
+        "NaN learning rate": Case("lyrics", lambda d: {"learning_rate": "nan"}, "learning_rate must be a positive"),
+        "temperature 0 while sampling": Case("lyrics", lambda d: {"temperature": 0},
+                                             "temperature must be a positive number, got 0"),
+        "negative max_new_tokens": Case("instruct", lambda d: {"max_new_tokens": -5},
+                                        "max_new_tokens must be a positive number, got -5"),
+        "top_p above 1": Case("lyrics", lambda d: {"top_p": 1.5}, "top_p must be in (0, 1]"),
+        "zero generation batch": Case("instruct", lambda d: {"generation_batch_size": 0},
+                                      "generation_batch_size must be a positive number"),
+        "resume from another recipe's checkpoint": Case(
+            "lyrics", lambda d: {"resume_from_checkpoint": str(d / "sentiment-run" / "checkpoint-1")},
+            "is of a GPT2ForSequenceClassification, but this run trains a GPT2LMHeadModel"),
+        "resume from a folder that is no checkpoint": Case(
+            "sentiment", lambda d: {"resume_from_checkpoint": str(d)}, "is not a complete checkpoint folder"),
+        "negative warmup": Case("sentiment", lambda d: {"warmup_steps": -1}, "Expected value warmup_steps >= 0"),
+        "zero accumulation": Case("sentiment", lambda d: {"gradient_accumulation_steps": 0},
+                                  "gradient_accumulation_steps must be positive"),
+        "best model without matching save and eval": Case(
+            "sentiment", lambda d: {"load_best_model_at_end": True, "eval_strategy": "epoch", "save_strategy": "no"},
+            "--load_best_model_at_end requires the save and eval strategy to match"),
+    },
+    # 2. Runs that cannot learn are errors.
+    "cannot learn": {
+        "zero epochs": Case("sentiment", lambda d: {"num_train_epochs": 0, "max_steps": -1},
+                            "num_train_epochs is 0.0: the run would train nothing"),
+        "negative epochs": Case("lyrics", lambda d: {"num_train_epochs": -2, "max_steps": 0}, "the run would train nothing"),
+        "block of one token": Case("lyrics", lambda d: {"block_size": 1}, "block_size 1 leaves no token to predict"),
+        "prompts longer than max_seq_length": Case(
+            "instruct", lambda d: {"max_seq_length": 8},
+            "the train split is empty after preparation; the prompts fill max_seq_length (8)"),
+        "every output empty": Case("instruct", lambda d: {"train_file": write(d, "empty.json", records(output=" "))},
+                                   "the train split is empty after dropping rows with empty 'output'"),
+        "every text empty": Case("sentiment", lambda d: {"train_file": write(d, "blank.json", tweets(["a", "b"] * 10,
+                                                                                                    [""] * 20)),
+                                                       "test_file": None},
+                                 "the train split is empty after dropping rows with empty 'text'"),
+        "learning rate zero": Case("instruct", lambda d: {"learning_rate": 0}, "learning_rate must be a positive"),
+        "fewer tokens than a block": Case(
+            "lyrics", lambda d: {"train_file": write(d, "short.txt", "la la\n\nlo lo\n\nli li\n\nle le\n")},
+            "has fewer tokens than one block of 64"),
+    },
+    # 3. Column types are checked, naming the column, the split and the first bad row.
+    "column types": {
+        "integer texts": Case("sentiment", lambda d: {"train_file": write(d, "ints.json", tweets(["a", "b"] * 10,
+                                                                                                  list(range(20)))),
+                                                    "test_file": None},
+                              "column 'text' of the train split"),
+        "list texts": Case("sentiment", lambda d: {"train_file": write(d, "lists.json", tweets(
+            ["a", "b"] * 10, [[f"w{i}", "x"] for i in range(20)])), "test_file": None},
+            "must hold text, but row 1 holds list"),
+        "nested list outputs": Case("instruct", lambda d: {"train_file": write(
+            d, "nested.json", [{**r, "output": [[r["output"]]]} for r in records()])},
+            "column 'output' of the train split"),
+        "one integer instruction among strings": Case(
+            "instruct", lambda d: {"train_file": write(d, "mixed.jsonl", "\n".join(
+                json.dumps(r) for r in with_bad_row(records(), 7, instruction=7)))},
+            "instruction"),
+        "parquet text column of integers": Case(
+            "lyrics", lambda d: {"train_file": write(d, "songs.parquet", pd.DataFrame({"text": range(50)}))},
+            "column 'text' of the train split"),
+        "repeated CSV header": Case(
+            "sentiment", lambda d: {"train_file": write(d, "twice.csv", "id,text,text,sentiment\n1,hi,ho,positive\n"),
+                                    "test_file": None},
+            "names the column 'text' twice in its header"),
+        "float labels": Case("sentiment", lambda d: {"train_file": write(d, "floats.json", tweets([0.5, 1.5] * 10)),
+                                                     "test_file": None},
+                             "label column 'sentiment' of the train split must hold label names or whole numbers, "
+                             "but row 1 holds float"),
+        "list labels": Case("sentiment", lambda d: {"train_file": write(d, "listlab.json", tweets([["a"], ["b"]] * 10)),
+                                                    "test_file": None},
+                            "but row 1 holds list"),
+    },
+    # 5. --labels is validated.
+    "labels": {
+        "repeated label": Case("sentiment", lambda d: {"labels": ["negative", "positive", "negative"]},
+                               "--labels lists 'negative' more than once"),
+        "unknown label in the data": Case("sentiment", lambda d: {"labels": ["negative", "positive"]},
+                                          "label 'neutral' in the train split is not a known label"),
+        "integer label out of range": Case(
+            "sentiment", lambda d: {"train_file": write(d, "ints.json", tweets([0, 1] * 10)),
+                                    "test_file": write(d, "ints_test.json", tweets([1, 5]))},
+            "label '5' in the test split is not a known label (0, 1)"),
+        "mixed label kinds": Case("sentiment", lambda d: {"train_file": write(d, "mixed.json", tweets(["positive", 1] * 10)),
+                                                          "test_file": None},
+                                  "train labels mix numbers and names (e.g. '1' and 'positive')"),
+        "null labels": Case("sentiment", lambda d: {"train_file": write(d, "null.json", tweets(["positive", None] * 10)),
+                                                    "test_file": None},
+                            "rows have no 'sentiment' value"),
+    },
+    # 6. Verbs check the kind of run they are given.
+    "run kind": {
+        "predict on a lyrics run": Verb(lambda d, m: ["predict", "sentiment", "--model_dir", m["lyrics"], "hi"],
+                                        "holds a lyrics run (causal LM), not a classifier: use `hf-recipes generate`"),
+        "generate on a sentiment run": Verb(lambda d, m: ["generate", "--model_dir", m["sentiment"], "--prompt", "x"],
+                                            "holds a sentiment run (classifier), not a causal LM"),
+        "unreadable recipe.json": Verb(lambda d, m: ["predict", "sentiment", "--model_dir",
+                                                     broken_copy(m["sentiment"], d, "{not json"), "hi"],
+                                       "cannot read run file"),
+        "recipe.json holding a list": Verb(lambda d, m: ["generate", "--model_dir",
+                                                         broken_copy(m["lyrics"], d, "[1, 2]"), "--prompt", "x"],
+                                           "it holds list, not a JSON object"),
+        "predict with batch size 0": Verb(lambda d, m: ["predict", "sentiment", "--model_dir", m["sentiment"],
+                                                        "--batch_size", "0", "hi"],
+                                          "batch_size must be a positive number, got 0"),
+        "generate with negative max_new_tokens": Verb(
+            lambda d, m: ["generate", "--model_dir", m["lyrics"], "--prompt", "x", "--max_new_tokens", "-5"],
+            "max_new_tokens must be a positive number, got -5"),
+        "generate with temperature 0": Verb(
+            lambda d, m: ["generate", "--model_dir", m["lyrics"], "--prompt", "x", "--temperature", "0"],
+            "temperature must be a positive number, got 0.0 (for greedy decoding set do_sample false)"),
+        "a model folder that is not a folder": Verb(
+            lambda d, m: ["generate", "--model_dir", write(d, "model.txt", "x"), "--prompt", "x"], "model_dir not found"),
+    },
+    # 7. Paths, shapes and library errors: still one line, exit 2.
+    "paths and shapes": {
+        "empty output_dir": Case("sentiment", lambda d: {"output_dir": ""}, "output_dir is empty"),
+        "output_dir under a file": Case("sentiment", lambda d: {"output_dir": write(d, "afile", "x") + "/run"},
+                                        "cannot be created: "),
+        "output_dir is a file": Case("lyrics", lambda d: {"output_dir": write(d, "notes.txt", "mine")},
+                                     "cannot be created: "),
+        "YAML list for num_train_epochs": Case("sentiment", lambda d: yaml(d, "num_train_epochs: [1, 2]\n"),
+                                               "config key 'num_train_epochs' in"),
+        "YAML mapping for learning_rate": Case("lyrics", lambda d: yaml(d, "learning_rate: {a: 1}\n"),
+                                               "takes one value, got a mapping"),
+        "YAML that is a list": Case("lyrics", lambda d: yaml(d, "- 1\n- 2\n"), "must hold a mapping"),
+        "empty song_separator": Case("lyrics", lambda d: {"song_separator": ""}, "song_separator is empty"),
+        "misspelled flag": Case("sentiment", lambda d: {"learning_rat": 0.1}, "unknown argument '--learning_rat'"),
+        "non-number for a number": Case("sentiment", lambda d: {"num_train_epochs": "many"}, "invalid float value"),
+        "missing file": Case("sentiment", lambda d: {"train_file": str(d / "nope.csv")}, "train_file not found"),
+        "directory instead of file": Case("sentiment", lambda d: {"train_file": str(d)}, "train_file is a directory"),
+        "empty file": Case("sentiment", lambda d: {"train_file": write(d, "empty.csv", "")}, "train_file is empty"),
+        "unsupported file type": Case("lyrics", lambda d: {"train_file": write(d, "songs.docx", "la la")},
+                                      "unsupported extension '.docx'"),
+        "non-UTF-8 bytes": Case("sentiment", lambda d: {"train_file": write(
+            d, "latin.csv", "text,sentiment\ncaf\xe9,positive\n".encode("latin-1"))}, "train_file is not UTF-8 text"),
+        "wrong CSV delimiter": Case("sentiment", lambda d: {"train_file": write(
+            d, "semi.csv", "text;sentiment\nhi;positive\nno;negative\n")}, "column 'text' not found in train data"),
+        "JSON object instead of records": Case("instruct", lambda d: {"train_file": write(
+            d, "object.json", {"instruction": "a", "n": 1})}, "column 'output' not found in train data"),
+        "unknown recipe": Verb(lambda d, m: ["train", "sentimental"], "unknown recipe 'sentimental'",
+                               needs_runs=False),
+        "unknown command": Verb(lambda d, m: ["trian", "sentiment"], "invalid choice: 'trian'", needs_runs=False),
+        "model folder without weights": Case("lyrics", lambda d: model_without_weights(d), "could not load model"),
+        "block_size beyond the context": Case("lyrics", lambda d: {"block_size": 512},
+                                              "block_size 512 is larger than the model's context of 128"),
+        "negative sample limit": Case("sentiment", lambda d: {"max_train_samples": -3},
+                                      "max_train_samples must be a positive"),
+    },
 }
+CASES = [(cls, name) for cls, members in CLASSES.items() for name in members]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_clear_line(case, tiny_model_args, tmp_path, capsys):
-    recipe, change, message = CASES[case]
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    values = {**tiny_model_args, **BASE[recipe], **change(data_dir)}
-    values.pop("_", None)
-    code = cli.main(["train", recipe, *cli_args(values)])
-    err = capsys.readouterr().err
-    last = err.strip().splitlines()[-1]
-    assert code != 0
-    assert last.startswith("error: ") and message in last, last
+def model_without_weights(folder: Path) -> dict:
+    write(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128})
+    return {"model_name_or_path": str(folder), "model_type": None, "config_overrides": None}
+
+
+def broken_copy(model_dir: str, folder: Path, recipe_json: str) -> str:
+    import shutil
+
+    copy = folder / f"copy-{len(list(folder.glob('copy-*')))}"
+    shutil.copytree(model_dir, copy)
+    (copy / "recipe.json").write_text(recipe_json)
+    return str(copy)
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory):
+    """A finished tiny lyrics run and sentiment run (one step each), for the verbs, and a sentiment checkpoint."""
+    folder = tmp_path_factory.mktemp("finished")
+    runs = {}
+    for name in ("sentiment", "lyrics"):
+        out = folder / name
+        recipes.get(name).run(**{**tiny(out), **BASE[name], "max_steps": 1, "save_strategy": "steps",
+                                 "save_steps": 1})
+        runs[name] = str(out)
+    return runs
+
+
+def tiny(output_dir: Path) -> dict:
+    return {"model_type": "gpt2", "model_name_or_path": None, "tokenizer_name": str(TOKENIZER_DIR),
+            "config_overrides": "n_layer=1,n_embd=32,n_head=2,n_positions=128", "output_dir": str(output_dir),
+            "report_to": "none", "save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False,
+            "disable_tqdm": True, "mixed_precision": "no", "use_cpu": True, "max_steps": 2}
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_error_line(code, err, message):
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert message in errors[0], errors[0]
     assert "Traceback" not in err
-    assert not Path(tiny_model_args["output_dir"]).exists()
 
 
-def test_debug_shows_the_traceback(tiny_model_args):
+@pytest.mark.parametrize(("cls", "case"), CASES, ids=[f"{c}: {n}" for c, n in CASES])
+def test_bad_input_is_one_clear_line_and_writes_nothing(cls, case, tmp_path, capsys, request):
+    hostile = CLASSES[cls][case]
+    user = tmp_path / "user"
+    user.mkdir()
+    models = request.getfixturevalue("finished_runs") if getattr(hostile, "needs_runs", False) else {}
+    if "another recipe" in case:
+        recipes.get("sentiment").run(**{**tiny(user / "sentiment-run"), **BASE["sentiment"], "max_steps": 1,
+                                        "save_strategy": "steps", "save_steps": 1})
+    output_dir = tmp_path / "run"
+    argv = hostile.argv(user, tiny(output_dir), models)
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    models_before = {m: snapshot(Path(p)) for m, p in models.items()}
+
+    code = cli.main(argv)
+
+    assert_one_error_line(code, capsys.readouterr().err, hostile.message)
+    assert not output_dir.exists()
+    assert snapshot(tmp_path) == before  # the user's files, byte for byte; nothing new
+    assert {m: snapshot(Path(p)) for m, p in models.items()} == models_before
+
+
+def test_a_failure_while_saving_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """Disk full (or any OS error) while the model is written: one line, and the half-written folder is gone."""
+    from hf_recipes.trainer import RecipeTrainer
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "model.safetensors"))
+
+    monkeypatch.setattr(RecipeTrainer, "save_model", disk_full)
+    code = cli.main(["train", "lyrics", *cli_args({**tiny(tmp_path / "run"), **BASE["lyrics"]})])
+    assert_one_error_line(code, capsys.readouterr().err, "No space left on device: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_interrupted_run_is_one_line_and_keeps_only_what_resumes(tmp_path, capsys, monkeypatch):
+    from hf_recipes.trainer import RecipeTrainer
+
+    original = RecipeTrainer.training_step
+
+    def interrupted_at_step_3(self, *args, **kwargs):
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RecipeTrainer, "training_step", interrupted_at_step_3)
+    run = {**tiny(tmp_path / "run"), **BASE["lyrics"], "max_steps": 4, "save_strategy": "steps", "save_steps": 1}
+    assert_one_error_line(cli.main(["train", "lyrics", *cli_args(run)]), capsys.readouterr().err, "interrupted")
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    run["save_strategy"] = "no"  # nothing to resume from: nothing is kept
+    assert_one_error_line(cli.main(["train", "lyrics", *cli_args({**run, "output_dir": str(tmp_path / "none")})]),
+                          capsys.readouterr().err, "interrupted")
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_multi_line_library_message_is_joined_not_cut(tmp_path, capsys):
+    run = {**tiny(tmp_path / "run"), **BASE["sentiment"], "load_best_model_at_end": True, "eval_strategy": "epoch",
+           "save_strategy": "no"}
+    code = cli.main(["train", "sentiment", *cli_args(run)])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    # transformers' message is two lines; its first ends in "but found"; the details must follow on the same line
+    assert "but found - Evaluation strategy: IntervalStrategy.EPOCH - Save strategy: SaveStrategy.NO" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="train_file not found"):
-        cli.main(["--debug", "train", "lyrics", *cli_args({**tiny_model_args, "train_file": "/nope.txt"})])
+        cli.main(["--debug", "train", "lyrics", *cli_args({**tiny(tmp_path / "run"), "train_file": "/nope.txt"})])
