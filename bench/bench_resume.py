@@ -4,10 +4,11 @@
     .venv/bin/python bench/bench_resume.py --recipes lyrics --trials 10
     .venv/bin/python bench/bench_resume.py --recipes sentiment --steps 24 --save_steps 5 --after_checkpoint 15 \
         --flags --train_file ../shared/data/tweet_sentiment/train.csv --test_file ../shared/data/tweet_sentiment/test.csv \
-        --max_train_samples 720 --per_device_train_batch_size 16 --tokenizer_name ../shared/data/gpt2_tokenizer
+        --max_train_samples 720 --per_device_train_batch_size 16 --gradient_accumulation_steps 4 \
+        --tokenizer_name ../shared/data/gpt2_tokenizer
 
-Each trial starts `hf-recipes train RECIPE` (tiny GPT-2, bundled sample data, accumulation 3 over a train set whose
-epochs end in a partial accumulation step, so 24 steps span several epochs; a checkpoint every 2 steps), kills it
+Each trial starts `hf-recipes train RECIPE` (tiny GPT-2, bundled sample data, accumulation 3; 24 steps span 4 or 5
+epochs, which for sentiment and instruct end in a partial accumulation step; a checkpoint every 2 steps), kills it
 with SIGKILL at a random moment of its training (or as soon as checkpoint N is complete, --after_checkpoint N), and
 re-runs the identical command, which resumes from the newest complete checkpoint. The final eval/test metrics must
 equal an uninterrupted run's. --flags appends CLI flags that override these settings (the third example is the
@@ -36,7 +37,7 @@ from hf_recipes.trainer import last_complete_checkpoint
 
 SAMPLES = REPO / "hf_recipes" / "samples"
 OUT = REPO / "runs" / "bench" / "resume"
-TASK_FLAGS = {  # train sets of 100 rows / ~100 blocks: 13 batches of 8, so an epoch is 4 steps of 3 and one of 1
+TASK_FLAGS = {  # sentiment, instruct: 100 train rows, 13 batches of 8, so an epoch is 4 steps of 3 and one of 1
     "sentiment": ["--train_file", str(SAMPLES / "sentiment" / "train.csv"), "--test_file",
                   str(SAMPLES / "sentiment" / "test.csv"), "--label_column", "sentiment", "--max_train_samples", "100"],
     "lyrics": ["--train_file", str(SAMPLES / "lyrics" / "songs.txt"), "--block_size", "64", "--max_new_tokens", "8"],
