@@ -30,6 +30,30 @@ def loss_averages_over_batch_tokens(model: PreTrainedModel) -> bool:
     return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
 
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """LengthGroupedSampler whose order depends on (seed, epoch) only.
+
+    Trainer 5.23 builds LengthGroupedSampler without a generator, so each epoch's permutation is drawn from the
+    global torch RNG when the epoch starts. A run resumed mid-epoch starts that epoch in a fresh process, whose
+    RNG (restored from the checkpoint only after the first batches are fetched) differs from the uninterrupted
+    run's, so it skipped the right number of batches of a different order. Trainer calls ``set_epoch`` on the
+    sampler every epoch (as for accelerate's seedable RandomSampler), and the order is drawn from a generator
+    seeded by seed + epoch, the same in every process and on every resume.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class RecipeTrainer(Trainer):
     """A Trainer that counts real (non-padding) tokens and scales every model's loss correctly."""
 
@@ -99,8 +123,10 @@ class RecipeTrainer(Trainer):
         if isinstance(sampler, LengthGroupedSampler):
             # Group by the global batch (every process, every accumulation step) rather than one process's share,
             # so the order of the data, and so the trained model, is the same for any number of processes.
-            sampler.batch_size = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * max(
+            global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * max(
                 self.args.world_size, 1)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(global_batch, lengths=sampler.lengths, seed=seed)
         return sampler
 
     def _get_eval_sampler(self, eval_dataset):

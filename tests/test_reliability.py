@@ -7,13 +7,15 @@ import os
 import random
 import signal
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import recipes
 from hf_recipes import cli
-from transformers import TrainerState
+from transformers import TrainerState, set_seed
 
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint
 from tests.conftest import SAMPLES, cli_args
@@ -103,15 +105,15 @@ def kill_at(patch, moment):
         patch.setattr(RecipeTrainer, "save_metrics", save_metrics)
 
 
-def run_killed(recipe, run, moment, monkeypatch) -> int:
-    """Run ``recipe`` in a forked child that SIGKILLs itself at ``moment``; return the signal that ended it."""
+def run_killed(train: Callable[[], object], moment, monkeypatch) -> int:
+    """Call ``train`` in a forked child that SIGKILLs itself at ``moment``; return the signal that ended it."""
     child = os.fork()
     if child == 0:  # the child never returns into pytest
         try:
             torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork; one thread never touches it
             with monkeypatch.context() as patch:
                 kill_at(patch, moment)
-                recipe.run(**run)
+                train()
         finally:
             os._exit(0)
     _, status = os.waitpid(child, 0)
@@ -123,18 +125,23 @@ MOMENTS = [("step", s) for s in range(1, 7)] + [(k, c) for k in ("weights", "sta
 KILLS = [(name, moment) for name in RECIPES for moment in random.Random(name).sample(MOMENTS, 4)]
 
 
+def once_per_name(compute: Callable):
+    """``compute(name, tiny_model_args)`` run once per name, for a module-scoped fixture shared by many tests."""
+    cache = {}
+
+    def get(name, tiny_model_args):
+        if name not in cache:
+            cache[name] = compute(name, tiny_model_args)
+        return cache[name]
+
+    return get
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """Final metrics of one uninterrupted run per recipe (shared by the kill trials)."""
-    cache = {}
-
-    def metrics(name, tiny_model_args):
-        if name not in cache:
-            folder = tmp_path_factory.mktemp(f"{name}-reference")
-            cache[name] = final_metrics(recipes.get(name).run(**settings(tiny_model_args, name, folder)))
-        return cache[name]
-
-    return metrics
+    return once_per_name(lambda name, tiny_model_args: final_metrics(recipes.get(name).run(
+        **settings(tiny_model_args, name, tmp_path_factory.mktemp(f"{name}-reference")))))
 
 
 @pytest.mark.parametrize(("name", "moment"), KILLS, ids=[f"{n}-{'-'.join(map(str, m))}" for n, m in KILLS])
@@ -143,7 +150,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(name, moment, uninter
     recipe = recipes.get(name)
     reference = uninterrupted(name, tiny_model_args)
     run = settings(tiny_model_args, name, tmp_path / "killed")
-    assert run_killed(recipe, run, moment, monkeypatch) == signal.SIGKILL
+    assert run_killed(lambda: recipe.run(**run), moment, monkeypatch) == signal.SIGKILL
     assert not (tmp_path / "killed" / "recipe.json").exists()
 
     resumed = final_metrics(recipe.run(**run))  # the same call again
@@ -208,3 +215,91 @@ def test_same_seed_and_data_give_identical_metrics(name, tiny_model_args, tmp_pa
     first = final_metrics(recipe.run(**{**settings(tiny_model_args, name, tmp_path / "a"), "save_strategy": "no"}))
     second = final_metrics(recipe.run(**{**settings(tiny_model_args, name, tmp_path / "b"), "save_strategy": "no"}))
     assert first == second
+
+
+# Exact resume. The sentiment run below has 15 batches an epoch and accumulates 4 of them per optimizer step, so
+# each epoch ends in a partial step of 3 batches; 2 epochs of 4 steps, a checkpoint after every step. Resuming from
+# checkpoint-k stands for a run killed after checkpoint-k (the checkpoint is final once written): steps 1-3 are
+# inside epoch 1, 4 ends it, 5-7 are inside epoch 2.
+EXACT_RESUME = {**TASK_DATA["sentiment"], "max_train_samples": 58, "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 4, "num_train_epochs": 2, "save_strategy": "steps", "save_steps": 1,
+                "save_total_limit": None, "learning_rate": 1e-3, "logging_steps": 1}
+STEPS_PER_EPOCH, ACCUMULATION = 4, EXACT_RESUME["gradient_accumulation_steps"]
+RESUMES = [("group_by_length", k) for k in range(1, 2 * STEPS_PER_EPOCH)] + [
+    (strategy, k) for strategy in ("random", "sequential") for k in (4, 6)]
+
+
+def train_sentiment(run: dict, resume_from_checkpoint: str | None = None):
+    """Train as `Recipe.run` does; return the final weights and the logged loss of every step trained."""
+    trainer, prepared = recipes.get("sentiment").build_trainer(**run)
+    batches = math.ceil(len(prepared.datasets["train"]) / run["per_device_train_batch_size"])
+    assert batches == 15 and batches % ACCUMULATION != 0  # the layout the positions above describe
+    set_seed(run.get("seed", 42))
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    losses = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}, losses
+
+
+def assert_same_weights(weights: dict, expected: dict) -> None:
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)  # bitwise
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded torch: every run sums in the same order, so runs compare bitwise (a forked child must run
+    on one thread anyway, see run_killed), and tiny models train faster than on threads contending for the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory):
+    """One uninterrupted run per sampling strategy that keeps every checkpoint: (folder, weights, losses)."""
+
+    def run(strategy, tiny_model_args):
+        folder = tmp_path_factory.mktemp(f"exact-{strategy}")
+        return folder, *train_sentiment({**tiny_model_args, **EXACT_RESUME, "train_sampling_strategy": strategy,
+                                         "output_dir": str(folder)})
+
+    return once_per_name(run)
+
+
+@pytest.mark.parametrize(("strategy", "checkpoint"), RESUMES, ids=[f"{s}-after-{k}" for s, k in RESUMES])
+def test_resuming_after_any_checkpoint_trains_exactly_as_the_uninterrupted_run(strategy, checkpoint, checkpointed,
+                                                                                tiny_model_args, tmp_path, one_thread):
+    folder, weights, losses = checkpointed(strategy, tiny_model_args)
+    assert sorted(losses) == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    run = {**tiny_model_args, **EXACT_RESUME, "train_sampling_strategy": strategy, "output_dir": str(tmp_path)}
+    resumed_weights, resumed_losses = train_sentiment(run, str(folder / f"checkpoint-{checkpoint}"))
+    # Every step after the checkpoint sees the same batches in the same order with the same dropout masks (the
+    # resumed log starts with the checkpoint's own history).
+    assert resumed_losses == losses
+    assert_same_weights(resumed_weights, weights)
+
+
+def test_the_cli_killed_mid_epoch_after_a_partial_accumulation_step_resumes_exactly(tiny_model_args, tmp_path,
+                                                                                   monkeypatch, one_thread):
+    """The shipped sentiment settings (accumulation, group_by_length): `hf-recipes train` SIGKILLed while computing
+    step 7, after checkpoint-6 (two steps into epoch 2), then the same command again."""
+    run = {**tiny_model_args, **EXACT_RESUME, "save_steps": 3}
+    del run["save_total_limit"]  # the recipe's own limit (2) keeps checkpoint-3 and -6
+
+    def train(output_dir):
+        return cli.main(["train", "sentiment", *cli_args({**run, "output_dir": str(output_dir)})])
+
+    def results(output_dir):
+        return (final_metrics(json.loads((output_dir / "all_results.json").read_text())),
+                load_file(output_dir / "model.safetensors"))
+
+    assert train(tmp_path / "uninterrupted") == 0
+    assert run_killed(lambda: train(tmp_path / "killed"), ("step", 7), monkeypatch) == signal.SIGKILL
+    assert last_complete_checkpoint(tmp_path / "killed") == str(tmp_path / "killed" / "checkpoint-6")
+    assert train(tmp_path / "killed") == 0
+
+    (metrics, weights), (resumed_metrics, resumed_weights) = results(tmp_path / "uninterrupted"), results(
+        tmp_path / "killed")
+    assert resumed_metrics == metrics and "test_loss" in metrics
+    assert_same_weights(resumed_weights, weights)
