@@ -124,6 +124,15 @@ class FitVerdict:
     best_step: int | None = None  # step of the lowest validation loss
 
 
+@dataclass
+class Baseline:
+    """A classifier's fine-tuned score against the majority-class baseline's, on the same split."""
+
+    metric: str
+    fine_tuned: float
+    majority: float
+
+
 def loss_points(log_history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     """(step, value) of ``key`` in Trainer's log history; one point per step (the last one logged)."""
     points = {entry["step"]: float(entry[key]) for entry in log_history if key in entry and "step" in entry}
@@ -140,16 +149,30 @@ def fit_verdict(
     num_train_epochs: float | None = None,
     load_best_model_at_end: bool = False,
     metric_for_best_model: str | None = None,
+    max_gap: float = 0.5,
+    baseline: Baseline | None = None,
 ) -> FitVerdict:
     """A plain-language verdict on the training run from its logged losses (taken before any final evaluation).
 
+    In this order:
+    Not learning (underfitting): a classifier no better than always predicting the majority class (``baseline``),
+    whatever its losses did.
     Overfitting: the validation loss stayed above its minimum for the last ``rising_evaluations`` or more
-    evaluations, ending at least ``min_rise`` (relative) above it, while the training loss fell.
+    evaluations, ending at least ``min_rise`` (relative) above it, while the training loss fell; or, without such
+    a rise, the last validation loss is more than ``max_gap`` (relative) above the training loss of the run's last
+    fifth (the model fits its training data far better than unseen data).
     Underfitting: the training loss fell by less than ``flat_drop`` (relative) from the first logged fifth of the
     run to the last.
     """
     train = loss_points(log_history, "loss")
     evals = loss_points(log_history, "eval_loss")
+    if baseline is not None and baseline.fine_tuned <= baseline.majority:
+        return FitVerdict(
+            "underfitting",
+            f"**Not learning.** The fine-tuned {baseline.metric} ({baseline.fine_tuned:.4f}) is no better than always "
+            f"predicting the majority class ({baseline.majority:.4f}), so the losses below describe a model that has "
+            "not learned the task: check the labels, then try a higher `learning_rate` or more epochs.",
+        )
     if len(train) < 2:
         return FitVerdict("unknown", f"Not enough logged training losses to judge ({len(train)}); lower "
                                      "`logging_steps` so the run logs the loss several times.")
@@ -182,6 +205,15 @@ def fit_verdict(
                 f"fell from {train_at_best[-1]:.4f} to {train_later[-1]:.4f}. {keep}",
                 best_step,
             )
+    if evals and tail > 0 and evals[-1][1] > tail * (1 + max_gap):
+        return FitVerdict(
+            "overfitting",
+            f"**Overfitting (train/validation gap).** The last validation loss ({evals[-1][1]:.4f}, step "
+            f"{evals[-1][0]}) is {evals[-1][1] / tail:.2f}x the training loss of the run's last fifth ({tail:.4f}): "
+            "the model fits its training data far better than unseen data. More data, fewer epochs, more weight "
+            "decay or dropout narrow the gap.",
+            best_step,
+        )
     if drop < flat_drop:
         now_lr = f" (now {learning_rate:g})" if learning_rate else ""
         now_epochs = f" (now {num_train_epochs:g})" if num_train_epochs else ""

@@ -301,7 +301,14 @@ def parse_recipe_args(
     overrides: dict[str, Any] | None = None,
 ) -> RecipeArgs:
     classes = (ModelArguments, DataArguments, task_args_class, RunArguments, CheckArguments, TrainingArguments)
+    if launched_without_accelerator():
+        # torchrun / accelerate launch on a machine without GPUs: without this, each process would set up as a
+        # single-process run and all of them would train on their own and write the same output_dir.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     model, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
+    if launched_without_accelerator() and training.world_size < 2:
+        raise RecipeError(f"launched as {os.environ['WORLD_SIZE']} processes on a machine without GPUs, but the "
+                          "processes did not join one run (ACCELERATE_USE_CPU is off?): pass --use_cpu true")
     if training.per_device_train_batch_size <= 0 or training.per_device_eval_batch_size <= 0:
         raise RecipeError("per_device_train_batch_size and per_device_eval_batch_size must be positive")
     if training.gradient_accumulation_steps <= 0:
@@ -323,3 +330,13 @@ def check_training(training: TrainingArguments) -> None:
         )
     if training.weight_decay < 0:
         raise RecipeError(f"weight_decay must be 0 or more, got {training.weight_decay}")
+
+
+def launched_without_accelerator() -> bool:
+    """Started by a multi-process launcher (torchrun, accelerate launch) on a machine with no GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))

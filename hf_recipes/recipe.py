@@ -27,7 +27,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from hf_recipes import baselines, forgetting, outputs
 from hf_recipes.checks import (
-    FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
+    Baseline, FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
 )
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
@@ -41,6 +41,7 @@ logger = logging.getLogger("hf_recipes")
 
 # recipe.json: which recipe made a run and its task settings (read by `hf-recipes generate`). Written last, so it
 # also marks a finished run: a run killed while writing its results is resumed, not mistaken for a finished one.
+MAJORITY = "majority class (from train)"  # the baselines table's row of the majority-class baseline
 CHECKS_FILE = "checks.json"  # what the checks found, for scripts (the report shows the same)
 
 
@@ -287,7 +288,7 @@ class Recipe:
             trainer.log_metrics("test", extra)
             trainer.save_metrics("test", metrics_by_split["test"])
         if trainer.is_world_process_zero():
-            verdict = step("fit check", self.fit_check, training_log, args)
+            verdict = step("fit check", self.fit_check, training_log, args, found.get("baselines"))
             if verdict:
                 found["fitting"] = {"verdict": verdict.kind, "lowest_eval_loss_step": verdict.best_step}
             if prepared.leakage:
@@ -336,16 +337,21 @@ class Recipe:
 
     # ---- checks --------------------------------------------------------------------------------------
     @staticmethod
-    def fit_check(training_log: list[dict], args: RecipeArgs) -> FitVerdict | None:
+    def fit_check(training_log: list[dict], args: RecipeArgs, baselines_found: dict | None = None
+                  ) -> FitVerdict | None:
         if not args.checks.check_fitting:
             return None
         training = args.training
+        rows = {row["model"]: row for row in (baselines_found or {}).get("rows", [])}
+        baseline = (Baseline("accuracy", rows["fine-tuned"]["accuracy"], rows[MAJORITY]["accuracy"])
+                    if "fine-tuned" in rows and MAJORITY in rows else None)
         verdict = fit_verdict(
             training_log,
             learning_rate=training.learning_rate,
             num_train_epochs=training.num_train_epochs if training.max_steps <= 0 else None,
             load_best_model_at_end=training.load_best_model_at_end,
             metric_for_best_model=training.metric_for_best_model,
+            baseline=baseline,
         )
         logger.info("Fit check: %s", verdict.message.replace("**", ""))
         return verdict
@@ -406,7 +412,7 @@ class Recipe:
                                   else scored.predictions).argmax(-1)
         seed = args.training.seed
         rows = [
-            baselines.score_row("majority class (from train)", y_true,
+            baselines.score_row(MAJORITY, y_true,
                                 baselines.majority_class_predictions(train_labels, len(y_true)), len(names)),
             baselines.score_row("TF-IDF + logistic regression", y_true, baselines.tfidf_logistic_regression_predictions(
                 train_texts, train_labels, texts, seed), len(names)),
@@ -452,6 +458,10 @@ class Recipe:
 
     model_card_task: ClassVar[str | None] = None
 
+    def row_unit(self, args: RecipeArgs) -> str:
+        """What one row of the tokenized splits is, for the report."""
+        return "rows"
+
     @staticmethod
     def checkpoint_to_resume(args: RecipeArgs) -> str | None:
         """--resume_from_checkpoint PATH, else the newest complete checkpoint of an interrupted run in output_dir
@@ -481,7 +491,7 @@ class Recipe:
         data = args.data.train_file or args.data.dataset_name
         lines = [
             f"- model: `{model}` ({prepared.model.num_parameters() / 1e6:.1f}M parameters)",
-            f"- data: `{data}`; rows train/validation/test: "
+            f"- data: `{data}`; {self.row_unit(args)} train/validation/test: "
             + " / ".join(str(len(prepared.datasets[s])) if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
             f"- precision: {'bf16' if args.training.bf16 else 'fp16' if args.training.fp16 else 'fp32'}; "
             f"batch {args.training.per_device_train_batch_size} x accumulation {args.training.gradient_accumulation_steps}"

@@ -41,13 +41,28 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     return "\n".join(lines)
 
 
+# Read first: what the model achieved. Then per-class figures, sizes, and last how long it took.
+HEADLINE = ("loss", "perplexity", "accuracy", "macro_f1", "exact_match", "rouge_l", "judge_score")
+COST = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "total_flos", "epoch")
+
+
+def metric_order(name: str) -> tuple[int, int]:
+    if name in HEADLINE:
+        return 0, HEADLINE.index(name)
+    if name in COST:
+        return 3, COST.index(name)
+    return (2, 0) if name in ("samples", "real_token_share") else (1, 0)
+
+
 def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
-    """One row per metric name, one column per split; the split prefix is dropped from the names."""
+    """One row per metric name, one column per split; the split prefix is dropped from the names. Rows go from
+    what the model achieved (loss, perplexity, accuracy, ...) to per-class figures, sizes, and time last."""
     names: list[str] = []
     stripped: dict[str, dict[str, float]] = {}
     for split, metrics in metrics_by_split.items():
         stripped[split] = {k.removeprefix(f"{split}_"): v for k, v in metrics.items()}
         names += [k for k in stripped[split] if k not in names]
+    names.sort(key=metric_order)  # stable: metrics of one rank keep the order they were logged in
     rows = [{"metric": n, **{s: stripped[s].get(n, "") for s in stripped}} for n in names]
     return markdown_table(rows, ["metric", *metrics_by_split])
 

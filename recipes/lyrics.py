@@ -186,6 +186,9 @@ class LyricsRecipe(Recipe):
             },
         )
 
+    def row_unit(self, args: RecipeArgs) -> str:
+        return f"packed blocks of {args.task.block_size or 'context-size'} tokens"
+
     def no_targets_hint(self, args: RecipeArgs) -> str:
         return "lower block_size or add songs"
 

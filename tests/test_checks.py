@@ -16,7 +16,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_recipes import baselines
-from hf_recipes.checks import find_leakage, fit_verdict, normalize_text, train_rows_to_keep
+from hf_recipes.checks import Baseline, find_leakage, fit_verdict, normalize_text, train_rows_to_keep
+from hf_recipes.report import metrics_table
 from hf_recipes.forgetting import backbone_with_head, text_perplexity
 from recipes import instruct, lyrics, sentiment
 from tests.conftest import TOKENIZER_DIR
@@ -121,7 +122,7 @@ def history(train, evals):
     return [{"step": s, "loss": v} for s, v in train] + [{"step": s, "eval_loss": v} for s, v in evals]
 
 
-FALLING_TRAIN = [(s, 2.0 - 0.015 * s) for s in range(10, 101, 10)]
+FALLING_TRAIN = [(s, 2.0 - 0.011 * s) for s in range(10, 101, 10)]  # ends at 0.9
 
 
 def test_rising_validation_loss_is_overfitting_with_the_lowest_step():
@@ -153,6 +154,31 @@ def test_healthy_run_and_a_run_too_short_to_judge():
     assert verdict.kind == "healthy" and verdict.best_step == 100 and "more epochs may help" in verdict.message
     assert fit_verdict(history([(10, 2.0)], [])).kind == "unknown"
     assert "no evaluations during training" in fit_verdict(history(FALLING_TRAIN, [])).message
+
+
+def test_a_large_train_validation_gap_is_overfitting_even_without_a_rise():
+    train = [(s, 2.3 - 0.0056 * s) for s in range(10, 101, 10)]  # ends at 1.74
+    verdict = fit_verdict(history(train, [(50, 3.5), (100, 3.36)]))
+    assert verdict.kind == "overfitting"
+    tail = (train[-2][1] + train[-1][1]) / 2  # the last fifth of 10 logged losses
+    assert f"is {3.36 / tail:.2f}x the training loss of the run's last fifth ({tail:.4f})" in verdict.message
+    assert fit_verdict(history(train, [(50, 3.5), (100, 3.36)]), max_gap=1.0).kind == "healthy"
+
+
+def test_a_classifier_no_better_than_the_majority_class_is_not_learning_whatever_its_losses():
+    rising = history(FALLING_TRAIN, [(20, 1.5), (40, 1.2), (60, 1.3), (80, 1.45), (100, 1.6)])
+    verdict = fit_verdict(rising, baseline=Baseline("accuracy", fine_tuned=0.40, majority=0.4046))
+    assert verdict.kind == "underfitting" and verdict.message.startswith("**Not learning.**")
+    assert "(0.4000) is no better than always predicting the majority class (0.4046)" in verdict.message
+    assert fit_verdict(rising, baseline=Baseline("accuracy", 0.70, 0.4046)).kind == "overfitting"
+
+
+def test_metrics_tables_open_with_what_the_model_achieved():
+    table = metrics_table({"train": {"train_runtime": 3.0, "train_loss": 1.2, "train_samples": 10},
+                           "eval": {"eval_runtime": 1.0, "eval_samples_per_second": 5.0, "eval_precision_a": 0.5,
+                                    "eval_accuracy": 0.7, "eval_loss": 1.3, "epoch": 2.0}})
+    metrics = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert metrics == ["loss", "accuracy", "precision_a", "samples", "runtime", "samples_per_second", "epoch"]
 
 
 # ---- few-shot scoring ---------------------------------------------------------------------------------------

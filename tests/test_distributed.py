@@ -79,7 +79,9 @@ TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_args, tmp_path):
     one = recipes.get(name).run(**settings(tiny_model_args, name, tmp_path / "one", per_device_batch=8))
     two_dir = tmp_path / "two"
-    launch(TORCHRUN, name, settings(tiny_model_args, name, two_dir, per_device_batch=4), tmp_path / "two.log")
+    # No --use_cpu: on a machine without GPUs the launched processes still form one run (gloo), not two runs.
+    launched = {k: v for k, v in settings(tiny_model_args, name, two_dir, per_device_batch=4).items() if k != "use_cpu"}
+    launch(TORCHRUN, name, launched, tmp_path / "two.log")
 
     two = json.loads((two_dir / "all_results.json").read_text())
     assert_same_metrics(final_metrics(one), final_metrics(two))
@@ -88,8 +90,9 @@ def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_arg
     # The checks (leakage, fit verdict, label balance and baselines against the fine-tuned model) agree too.
     assert flatten(json.loads((two_dir / "checks.json").read_text())) == pytest.approx(
         flatten(json.loads((tmp_path / "one" / "checks.json").read_text())), rel=1e-6, abs=TOLERANCE)
-    # Outputs are written once, by the main process.
+    # Outputs are written once, by the main process, which says how many processes trained.
     assert (tmp_path / "two.log").read_text().count("Report written to") == 1
+    assert "x 2 process(es)" in (two_dir / "report.md").read_text()
     assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 

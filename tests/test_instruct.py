@@ -187,8 +187,8 @@ def test_run_writes_generations_scores_report_and_generates_again(overrides, cap
 
 @pytest.mark.parametrize("records, message", [
     ([{"instruction": "a", "input": ""}] * 20, "column 'output' not found in train data"),
-    ([{"instruction": "a", "input": "", "output": None}] * 20, "17 train records have no 'output'"),
-    ([{"instruction": "", "input": "", "output": "b"}] * 20, "train records have no 'instruction'"),
+    ([{"instruction": "a", "input": "", "output": None}] * 20, "the train split is empty after dropping rows with empty 'output'"),
+    ([{"instruction": "", "input": "", "output": "b"}] * 20, "the train split is empty after dropping rows with empty 'instruction'"),
     ([{"instruction": "a", "output": "b"}] * 3, "too few to carve validation and test"),
 ])
 def test_bad_records_are_one_clear_line(overrides, tmp_path, capsys, records, message):
