@@ -98,8 +98,12 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     Every computed token is real. Position ids restart at each song and at each block, so a block holding
     several songs gets a block-diagonal causal mask (transformers builds it from the restarts when no attention
     mask is given) and a song never attends to the one before it. The tail shorter than a block is dropped.
-    Labels equal the input ids (the model shifts them); the first token of a song is predicted from the
-    previous song's EOS, as in run_clm.
+
+    Each run of positions from 0 is one sequence, as in transformers' ``DataCollatorWithFlattening``: labels equal
+    the input ids except at a sequence's first token, which nothing in its sequence precedes, so it is -100 (not a
+    target; otherwise a song's first token would be predicted from the previous song's EOS). A song that a block
+    boundary cuts goes on in the next block as a sequence of its own: positions from 0, without sight of its
+    earlier part, its first token not a target.
     """
     ids: list[int] = []
     song_starts: set[int] = set()
@@ -110,13 +114,14 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     positions, position = [], 0
     for i in range(usable):
         if i % block_size == 0 or (reset_position_ids and i in song_starts):
-            position = 0  # a song continued from the previous block restarts at 0 too
+            position = 0
         positions.append(position)
         position += 1
+    labels = [-100 if position == 0 else token for token, position in zip(ids, positions)]
     starts = range(0, usable, block_size)
     return {
         "input_ids": [ids[i : i + block_size] for i in starts],
-        "labels": [ids[i : i + block_size] for i in starts],
+        "labels": [labels[i : i + block_size] for i in starts],
         "position_ids": [positions[i : i + block_size] for i in starts],
         "dropped_tokens": [len(ids) - usable] * len(starts),
     }
@@ -173,8 +178,9 @@ class LyricsRecipe(Recipe):
                 "songs train/validation/test": " / ".join(str(len(raw[s])) for s in ("train", "validation", "test")),
                 "block size": block_size,
                 "tokens dropped (tail shorter than a block)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
-                "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask)"
-                if args.task.reset_position_ids else "no (songs attend to earlier songs in the block)",
+                "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask; a song's "
+                "first token is not a target)" if args.task.reset_position_ids
+                else "no (songs attend to earlier songs in the block)",
             },
         )
 

@@ -33,12 +33,14 @@ def test_packing_keeps_every_token_in_order_and_restarts_positions():
     eos = 0
     packed = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=True)
     assert packed["input_ids"] == [[1, 2, 0, 3], [4, 5, 0, 6]]
-    assert packed["labels"] == packed["input_ids"]
     # song 2 starts at 0 in block 1 and restarts at 0 again where it continues in block 2
     assert packed["position_ids"] == [[0, 1, 2, 0], [0, 1, 2, 0]]
+    # the first token of every sequence (song start, or a song's continuation in a new block) is not a target
+    assert packed["labels"] == [[-100, 2, 0, -100], [-100, 5, 0, -100]]
     assert packed["dropped_tokens"] == [1, 1]
     plain = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=False)
     assert plain["position_ids"] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert plain["labels"] == [[-100, 2, 0, 3], [-100, 5, 0, 6]]  # one sequence per block, as run_clm
 
 
 def test_blocks_are_the_songs_plus_eos_up_to_the_dropped_tail(overrides):
@@ -51,7 +53,8 @@ def test_blocks_are_the_songs_plus_eos_up_to_the_dropped_tail(overrides):
         assert all(len(ids) == 64 for ids in blocks["input_ids"])
         assert len(stream) - len(packed) < 64
         assert packed == stream[: len(packed)]
-        assert list(blocks["labels"]) == list(blocks["input_ids"])
+        for ids, labels, positions in zip(blocks["input_ids"], blocks["labels"], blocks["position_ids"]):
+            assert labels == [-100 if p == 0 else t for t, p in zip(ids, positions)]
         assert packed.count(eos) == sum(1 for t in stream[: len(packed)] if t == eos)
         assert stream.count(eos) == len(prepared.raw[split])  # exactly one EOS per song
     assert "attention_mask" not in prepared.datasets["train"].column_names  # no padding anywhere
@@ -78,6 +81,31 @@ def test_songs_in_one_block_do_not_attend_to_each_other(overrides):
                          position_ids=torch.tensor([positions])).logits[0, start:]
         alone = model(input_ids=torch.tensor([block["input_ids"][start:]])).logits[0]
     torch.testing.assert_close(in_block, alone, rtol=1e-4, atol=1e-4)
+
+
+def song_pieces(blocks) -> list[list[int]]:
+    """The sequences of packed blocks: runs of tokens whose position ids count up from 0."""
+    pieces = []
+    for ids, positions in zip(blocks["input_ids"], blocks["position_ids"]):
+        starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
+        pieces += [ids[a:b] for a, b in zip(starts, starts[1:])]
+    return pieces
+
+
+def test_perplexity_counts_only_targets_within_a_song(overrides):
+    trainer, prepared = lyrics.build_trainer(**overrides)
+    eos, model = prepared.tokenizer.eos_token_id, prepared.model.eval()
+    pieces = song_pieces(prepared.datasets["validation"])
+    assert all(eos not in piece[:-1] for piece in pieces)  # a piece never reaches into the next song
+    assert sum(piece[-1] == eos for piece in pieces) > 1  # several songs, so song boundaries are tested
+    total, targets = 0.0, 0
+    with torch.no_grad():
+        for piece in pieces:  # each song piece alone: token i + 1 predicted from tokens 0..i of the same piece
+            logits = model(input_ids=torch.tensor([piece])).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, torch.tensor(piece[1:]), reduction="sum").item()
+            targets += len(piece) - 1
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] == pytest.approx(total / targets, rel=1e-5)
 
 
 def test_block_size_beyond_the_context_is_an_error(overrides):
