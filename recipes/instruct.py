@@ -31,7 +31,7 @@ from hf_recipes.data import load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import exact_match, rouge_l
-from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
 from hf_recipes.report import markdown_table
 
@@ -172,6 +172,7 @@ class InstructRecipe(Recipe):
             logger.warning("%d train records are longer than %d tokens and were cut (their EOS is lost)",
                            truncated["train"], limit)
         if task.padding_free:
+            keep_packed_sequences_apart(model, args.training, "padding_free")
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
             batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
             eval_collator = LabelPaddingCollator(tokenizer)  # evaluation sees one row per record

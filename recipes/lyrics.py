@@ -21,7 +21,7 @@ from hf_recipes.config import RecipeArgs
 from hf_recipes.data import check_local_file, load_splits, random_split
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table
 
@@ -148,6 +148,8 @@ class LyricsRecipe(Recipe):
             raise RecipeError(
                 f"block_size {block_size} is larger than the model's context of {max_length(tokenizer, model, None)}"
             )
+        if args.task.reset_position_ids:
+            keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)")
         text, eos = args.data.text_column, tokenizer.eos_token_id
 
         def tokenize_and_pack(batch):

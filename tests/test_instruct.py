@@ -269,3 +269,10 @@ def test_a_prompt_longer_than_the_context_still_gets_an_answer(overrides):
     settings = GenerationArguments(do_sample=False, max_new_tokens=8)
     answers = generate(prepared.model, prepared.tokenizer, prompts, settings)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)  # no position beyond the context
+
+
+def test_padding_free_refuses_a_cache_that_would_let_records_attend_to_each_other(overrides):
+    with pytest.raises(RecipeError, match="use_cache must be off with padding_free"):
+        instruct.build_trainer(**{**overrides, "padding_free": True, "use_cache": True})
+    trainer, prepared = instruct.build_trainer(**{**overrides, "use_cache": True})  # padded rows: a cache is harmless
+    assert trainer.args.use_cache

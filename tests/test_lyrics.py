@@ -145,3 +145,17 @@ def test_real_songbooks_pack_with_the_gpt2_tokenizer(overrides):
     })
     assert len(prepared.raw["train"]) == 200
     assert all(len(ids) == 64 for ids in prepared.datasets["train"]["input_ids"])
+
+
+def test_packed_songs_refuse_a_cache_that_would_let_them_attend_to_each_other(overrides):
+    _, prepared = lyrics.build_trainer(**overrides)
+    model = prepared.model.eval()
+    block = next(b for b in prepared.datasets["validation"] if 0 in b["position_ids"][1:])
+    inputs = {"input_ids": torch.tensor([block["input_ids"]]), "position_ids": torch.tensor([block["position_ids"]])}
+    with torch.no_grad():
+        apart, mixed = model(**inputs).logits, model(**inputs, use_cache=True).logits
+    assert model.config.use_cache is False
+    assert (apart - mixed).abs().max() > 1e-3  # why: with a cache transformers does not see the packed songs
+    with pytest.raises(RecipeError, match="use_cache must be off with songs packed into blocks"):
+        lyrics.build_trainer(**{**overrides, "use_cache": True})
+    lyrics.build_trainer(**{**overrides, "use_cache": True, "reset_position_ids": False})  # one sequence per block
