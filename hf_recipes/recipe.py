@@ -29,6 +29,7 @@ from hf_recipes.checks import (
 )
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import is_local
 from hf_recipes.report import Report, format_change, markdown_table, metrics_table, plot_loss_curve
@@ -269,7 +270,10 @@ class Recipe:
             if args.run.report:
                 self.write_outputs(trainer, prepared, args, report, metrics_by_split, checks, training_log, verdict)
             task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
-            (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
+            saved = {"recipe": self.name, "task": task}
+            if isinstance(args.task, GenerationArguments):  # the settings the report's generations were made with
+                saved["decoding"] = args.task.decoding_settings()
+            (output_dir / RECIPE_FILE).write_text(json.dumps(saved, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
     def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split,

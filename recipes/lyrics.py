@@ -193,10 +193,8 @@ class LyricsRecipe(Recipe):
         before = prepared.before["generations"]
         after = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
         rows = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(args.task.prompts, before, after)]
-        settings = (f"temperature {args.task.temperature}, top_k {args.task.top_k}, top_p {args.task.top_p}, "
-                    f"repetition_penalty {args.task.repetition_penalty}, max_new_tokens {args.task.max_new_tokens}, "
-                    f"seed {args.task.generation_seed}")
-        report.add("Generations before and after", f"Sampling: {settings}.\n\n" + markdown_table(rows))
+        report.add("Generations before and after",
+                   f"Decoding: {args.task.describe_decoding()}.\n\n" + markdown_table(rows))
 
     def cli_prompts(self, opts, task: dict) -> list[str]:
         if not opts.prompt:
