@@ -18,7 +18,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import check_local_file, load_splits, random_split
+from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
@@ -75,21 +75,13 @@ def read_songs(path: str, separator: str) -> list[str]:
 def load_songs(args: RecipeArgs) -> DatasetDict:
     """One row per song; validation and test are carved by song, so no song is split across them."""
     data, seed, text = args.data, args.training.seed, args.data.text_column
-    train_file = data.train_file
+    train_file, test_share = data.train_file, args.task.test_split_percentage
     if train_file and (Path(train_file).is_dir() or train_file.endswith(".txt")) and not data.validation_file:
         songs = Dataset.from_dict({text: read_songs(train_file, args.task.song_separator)})
         if len(songs) < 3:
             raise RecipeError(f"need at least 3 songs to carve validation and test splits, found {len(songs)}")
-        train, validation = random_split(songs, data.validation_split_percentage / 100, seed)
-        raw = DatasetDict({"train": train, "validation": validation})
-    else:
-        raw = load_splits(data, args.model, seed, required_columns=(text,))
-    if "test" not in raw:
-        raw["train"], raw["test"] = random_split(raw["train"], args.task.test_split_percentage / 100, seed)
-    for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples)):
-        if limit is not None:
-            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
-    return raw
+        return carve_splits(DatasetDict({"train": songs}), data, seed, test_split_percentage=test_share)
+    return load_splits(data, args.model, seed, required_columns=(text,), test_split_percentage=test_share)
 
 
 def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: bool) -> dict[str, list]:

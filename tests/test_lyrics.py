@@ -159,3 +159,17 @@ def test_packed_songs_refuse_a_cache_that_would_let_them_attend_to_each_other(ov
     with pytest.raises(RecipeError, match="use_cache must be off with songs packed into blocks"):
         lyrics.build_trainer(**{**overrides, "use_cache": True})
     lyrics.build_trainer(**{**overrides, "use_cache": True, "reset_position_ids": False})  # one sequence per block
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_validation_and_test_are_shares_of_all_songs_and_max_test_samples_applies(overrides, tmp_path, suffix):
+    songs = [f"song {i} line one\nsong {i} line two" for i in range(100)]
+    path = tmp_path / f"songs{suffix}"
+    path.write_text("\n\n".join(songs) if suffix == ".txt" else "".join(json.dumps({"text": s}) + "\n" for s in songs))
+    args = lyrics.RECIPE.parse(None, [], **{**overrides, "train_file": str(path), "validation_split_percentage": 10,
+                                            "test_split_percentage": 10})
+    raw = lyrics.RECIPE.load_data(args)
+    assert {s: len(raw[s]) for s in raw} == {"train": 80, "validation": 10, "test": 10}
+    assert sorted(t for s in raw for t in raw[s]["text"]) == sorted(songs)
+    args.data.max_test_samples = 3
+    assert len(lyrics.RECIPE.load_data(args)["test"]) == 3
