@@ -22,7 +22,7 @@ from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
-from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
 from hf_recipes.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -44,10 +44,26 @@ class LyricsArguments(GenerationArguments):
     test_split_percentage: float = field(
         default=10, metadata={"help": "Percent of songs carved out as test when there is no test split."}
     )
+    title_column: str | None = field(
+        default=None,
+        metadata={"help": "Column holding each song's title (csv / json / parquet / hub data). Each song is then "
+                          "trained as its title, a blank line and its lyrics, and every prompt is a title."},
+    )
     prompts: list[str] = field(
         default_factory=lambda: ["Down by the river", "Oh my darling", "The night is"],
-        metadata={"help": "Prompts generated from before and after training, shown side by side in the report."},
+        metadata={"help": "Prompts generated from before and after training, shown side by side in the report "
+                          "(titles when title_column is set)."},
     )
+
+
+def title_prompt(title: str) -> str:
+    """The head of a song trained with its title, and what a title prompt becomes: the title, then a blank line."""
+    return title.strip() + BLANK_LINE
+
+
+def model_prompts(prompts: Sequence[str], title_column: str | None) -> list[str]:
+    """What the model is given for each prompt: a title prompt when the run was trained with titles."""
+    return [title_prompt(p) for p in prompts] if title_column else list(prompts)
 
 
 def split_songs(text: str, separator: str) -> list[str]:
@@ -80,8 +96,18 @@ def load_songs(args: RecipeArgs) -> DatasetDict:
         songs = Dataset.from_dict({text: read_songs(train_file, args.task.song_separator)})
         if len(songs) < 3:
             raise RecipeError(f"need at least 3 songs to carve validation and test splits, found {len(songs)}")
+        if args.task.title_column:
+            raise RecipeError("title_column needs data with a title per song (csv / json / parquet / hub data); "
+                              f"{train_file} holds plain text")
         return carve_splits(DatasetDict({"train": songs}), data, seed, test_split_percentage=test_share)
-    return load_splits(data, args.model, seed, required_columns=(text,), test_split_percentage=test_share)
+    title = args.task.title_column
+    raw = load_splits(data, args.model, seed, required_columns=(text, title) if title else (text,),
+                      test_split_percentage=test_share)
+    for split, songs in raw.items():
+        untitled = sum(not isinstance(t, str) or not t.strip() for t in songs[title]) if title else 0
+        if untitled:
+            raise RecipeError(f"{untitled} {split} songs have no '{title}'")
+    return raw
 
 
 def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: bool) -> dict[str, list]:
@@ -142,11 +168,16 @@ class LyricsRecipe(Recipe):
             )
         if args.task.reset_position_ids:
             keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)")
-        text, eos = args.data.text_column, tokenizer.eos_token_id
+        text, title, eos = args.data.text_column, args.task.title_column, tokenizer.eos_token_id
 
         def tokenize_and_pack(batch):
-            songs = [ids + [eos] for ids in tokenizer(batch[text])["input_ids"]]
-            return pack(songs, block_size, args.task.reset_position_ids)
+            if title:  # the head is tokenized on its own, exactly as a title prompt is at generation time
+                heads = tokenizer([title_prompt(t) for t in batch[title]])["input_ids"]
+                bodies = tokenizer(batch[text], add_special_tokens=False)["input_ids"]
+                songs = [head + body for head, body in zip(heads, bodies)]
+            else:
+                songs = tokenizer(batch[text])["input_ids"]
+            return pack([song + [eos] for song in songs], block_size, args.task.reset_position_ids)
 
         # batch_size=None packs each split as one stream, so only one tail per split is dropped
         with args.training.main_process_first(desc="tokenizing and packing"):
@@ -175,15 +206,18 @@ class LyricsRecipe(Recipe):
                 "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask; a song's "
                 "first token is not a target)" if args.task.reset_position_ids
                 else "no (songs attend to earlier songs in the block)",
+                "song text": f"the '{title}' column, a blank line, the lyrics" if title else "the lyrics",
             },
         )
 
     def before_training(self, trainer, prepared, args, report) -> None:
-        prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+        prompts = model_prompts(args.task.prompts, args.task.title_column)
+        prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, prompts, args.task)
 
     def after_training(self, trainer, prepared, args, report, test_output) -> None:
         before = prepared.before["generations"]
-        after = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+        prompts = model_prompts(args.task.prompts, args.task.title_column)
+        after = generate_text(prepared.model, prepared.tokenizer, prompts, args.task)
         rows = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(args.task.prompts, before, after)]
         report.add("Generations before and after",
                    f"Decoding: {args.task.describe_decoding()}.\n\n" + markdown_table(rows))
@@ -191,7 +225,7 @@ class LyricsRecipe(Recipe):
     def cli_prompts(self, opts, task: dict) -> list[str]:
         if not opts.prompt:
             raise RecipeError("give at least one --prompt")
-        return list(opts.prompt)
+        return model_prompts(opts.prompt, task.get("title_column"))
 
 
 RECIPE = LyricsRecipe()
@@ -200,6 +234,8 @@ run = RECIPE.run
 
 
 def generate(model_dir: str | Path, prompts: Sequence[str], **settings) -> list[str]:
-    """Continue each prompt with a saved lyrics model; ``settings`` are GenerationArguments fields."""
+    """Continue each prompt with a saved lyrics model (a model trained with titles gets each prompt as a title);
+    ``settings`` are GenerationArguments fields."""
+    title_column = load_recipe_file(model_dir)["task"].get("title_column")
     model, tokenizer = load_causal_lm(model_dir)
-    return generate_text(model, tokenizer, list(prompts), GenerationArguments(**settings))
+    return generate_text(model, tokenizer, model_prompts(prompts, title_column), GenerationArguments(**settings))

@@ -7,6 +7,7 @@ import torch
 
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from recipes import lyrics
 from recipes.lyrics import pack, read_songs, split_songs
 from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
@@ -138,12 +139,19 @@ def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, c
 
 
 @needs_shared
-def test_real_songbooks_pack_with_the_gpt2_tokenizer(overrides):
+def test_real_songs_split_by_song_and_pack_with_their_titles(overrides):
     _, prepared = lyrics.build_trainer(**{
-        **overrides, "train_file": str(SHARED_DATA / "lyrics" / "all_songs.txt"),
+        **overrides, "train_file": str(SHARED_DATA / "lyrics" / "songs.jsonl"), "title_column": "title",
         "tokenizer_name": str(SHARED_DATA / "gpt2_tokenizer"), "max_train_samples": 200,
     })
-    assert len(prepared.raw["train"]) == 200
+    raw, tokenizer = prepared.raw, prepared.tokenizer
+    assert {s: len(raw[s]) for s in raw} == {"train": 200, "validation": 217, "test": 217}  # 10% each of 2,173
+    songs = {s: {(r["book"], r["title"], r["text"]) for r in raw[s]} for s in raw}
+    assert not songs["train"] & songs["test"] and not songs["train"] & songs["validation"]
+    assert not songs["validation"] & songs["test"]
+    first = prepared.datasets["train"][0]
+    head = tokenizer(lyrics.title_prompt(raw["train"][0]["title"]))["input_ids"]
+    assert first["input_ids"][: len(head)] == head and first["labels"][0] == -100
     assert all(len(ids) == 64 for ids in prepared.datasets["train"]["input_ids"])
 
 
@@ -173,3 +181,55 @@ def test_validation_and_test_are_shares_of_all_songs_and_max_test_samples_applie
     assert sorted(t for s in raw for t in raw[s]["text"]) == sorted(songs)
     args.data.max_test_samples = 3
     assert len(lyrics.RECIPE.load_data(args)["test"]) == 3
+
+
+@pytest.fixture
+def titled_songs(tmp_path):
+    """The bundled songs as JSON lines with a title each."""
+    path = tmp_path / "titled.jsonl"
+    songs = split_songs(SONGS.read_text(), "\n\n")
+    path.write_text("".join(json.dumps({"title": f"Song {i}", "text": s}) + "\n" for i, s in enumerate(songs)))
+    return path
+
+
+def test_with_title_column_each_song_is_its_title_a_blank_line_and_its_lyrics(overrides, titled_songs):
+    _, prepared = lyrics.build_trainer(**{**overrides, "train_file": str(titled_songs), "title_column": "title"})
+    tokenizer, eos = prepared.tokenizer, prepared.tokenizer.eos_token_id
+    train = prepared.raw["train"]
+    # the title head is tokenized exactly as a title prompt is at generation time
+    songs = [tokenizer(lyrics.title_prompt(t))["input_ids"] + tokenizer(x)["input_ids"] + [eos]
+             for t, x in zip(train["title"], train["text"])]
+    assert tokenizer.decode(songs[0]) == f"{train['title'][0]}\n\n{train['text'][0]}{tokenizer.eos_token}"
+    stream = [t for song in songs for t in song]
+    packed = [t for ids in prepared.datasets["train"]["input_ids"] for t in ids]
+    assert packed == stream[: len(packed)]
+    assert lyrics.model_prompts(["Song 3 "], "title") == ["Song 3\n\n"] and lyrics.model_prompts(["a"], None) == ["a"]
+
+
+def test_a_model_trained_with_titles_writes_a_song_from_a_title(overrides, titled_songs, capsys):
+    overrides = {**overrides, "train_file": str(titled_songs), "title_column": "title", "num_train_epochs": None,
+                 "max_steps": 2, "prompts": ["Song 3"]}
+    lyrics.run(**overrides)
+    out = Path(overrides["output_dir"])
+    assert json.loads((out / "recipe.json").read_text())["task"]["title_column"] == "title"
+    model, tokenizer = load_causal_lm(out)
+    settings = GenerationArguments(max_new_tokens=12, generation_seed=7)
+    by_hand = generate_text(model, tokenizer, ["Song 3\n\n"], settings)
+    assert lyrics.generate(out, ["Song 3"], max_new_tokens=12, generation_seed=7) == by_hand
+    capsys.readouterr()
+    assert cli.main(["generate", "--model_dir", str(out), "--prompt", "Song 3", "--max_new_tokens", "12",
+                     "--seed", "7"]) == 0
+    assert capsys.readouterr().out.strip() == ("Song 3\n\n" + by_hand[0]).strip()
+    report = (out / "report.md").read_text()
+    assert "| Song 3 |" in report and "the 'title' column, a blank line, the lyrics" in report
+
+
+def test_title_column_needs_titled_data(overrides, titled_songs, tmp_path):
+    with pytest.raises(RecipeError, match="title_column needs data with a title per song"):
+        lyrics.build_trainer(**{**overrides, "title_column": "title"})
+    with pytest.raises(RecipeError, match="column 'name' not found"):
+        lyrics.build_trainer(**{**overrides, "train_file": str(titled_songs), "title_column": "name"})
+    untitled = tmp_path / "untitled.jsonl"
+    untitled.write_text(titled_songs.read_text().replace('"Song 1"', '""'))
+    with pytest.raises(RecipeError, match="1 (train|validation|test) songs have no 'title'"):
+        lyrics.build_trainer(**{**overrides, "train_file": str(untitled), "title_column": "title"})
