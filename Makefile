@@ -9,6 +9,7 @@ WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 LYRICS ?=
+TITLE  ?=
 MODEL  ?=
 BENCH  ?= sentiment
 
@@ -37,7 +38,7 @@ sentiment: $(STAMP)
 	$(BIN)/hf-recipes train sentiment $(ARGS)
 
 lyrics: $(STAMP)
-	$(BIN)/hf-recipes train lyrics $(if $(LYRICS),--train_file $(LYRICS)) $(ARGS)
+	$(BIN)/hf-recipes train lyrics $(if $(LYRICS),--train_file $(LYRICS)) $(if $(TITLE),--title_column $(TITLE)) $(ARGS)
 
 instruct: $(STAMP)
 	$(BIN)/hf-recipes train instruct $(if $(MODEL),--model_name_or_path $(MODEL)) $(ARGS)

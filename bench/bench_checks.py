@@ -27,7 +27,7 @@ from hf_recipes.forgetting import text_perplexity
 REAL_DATA = {
     "sentiment": {"train_file": DATA / "tweet_sentiment" / "train.csv", "test_file": DATA / "tweet_sentiment" / "test.csv",
                   "label_column": "sentiment"},
-    "lyrics": {"train_file": DATA / "lyrics" / "all_songs.txt"},
+    "lyrics": {"train_file": DATA / "lyrics" / "songs.jsonl"},
     "instruct": {"train_file": DATA / "instructions" / "instruction-data.json"},
 }
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_lyrics.py --steps 30            # tiny GPT-2: recipe vs pad-each-song-to-1,024
     .venv/bin/python bench/bench_lyrics.py --arch 124m --steps 3 # 124M GPT-2: fp32 vs bf16 autocast tokens/s
 
-Reads ../shared/data/lyrics/all_songs.txt and the GPT-2 tokenizer. Prints figures; asserts nothing.
+Reads ../shared/data/lyrics/songs.jsonl (one song per record) and the GPT-2 tokenizer. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from recipes import lyrics
 
 def overrides(args, **extra) -> dict:
     return timing_overrides("runs/bench/lyrics", **{
-        "train_file": str(DATA / "lyrics" / "all_songs.txt"),
+        "train_file": str(DATA / "lyrics" / "songs.jsonl"),
         "block_size": args.block_size,
         "max_steps": args.steps,
         "per_device_train_batch_size": args.batch_size,
@@ -42,7 +42,7 @@ def packed_vs_padded(args) -> None:
         labels = [s + [-100] * (1024 - len(s)) for s in ids]
         return {"input_ids": [s + [eos] * (1024 - len(s)) for s in ids], "attention_mask": masks, "labels": labels}
 
-    padded = prepared.raw["train"].map(pad_each_song, batched=True, remove_columns=["text"])
+    padded = prepared.raw["train"].map(pad_each_song, batched=True, remove_columns=prepared.raw["train"].column_names)
     naive_args = TrainingArguments(
         output_dir="runs/bench/lyrics-padded", max_steps=args.steps, per_device_train_batch_size=args.batch_size,
         learning_rate=5e-4, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False,
@@ -53,7 +53,7 @@ def packed_vs_padded(args) -> None:
     naive_runtime = naive.train().metrics["train_runtime"]
     recipe_runtime = trainer.train().metrics["train_runtime"]
     naive_rate, recipe_rate = naive.real_tokens / naive_runtime, trainer.real_tokens / recipe_runtime
-    print(f"\nLyrics, all_songs.txt ({len(prepared.raw['train'])} train songs), tiny GPT-2 ({TINY}), "
+    print(f"\nLyrics, songs.jsonl ({len(prepared.raw['train'])} train songs), tiny GPT-2 ({TINY}), "
           f"{args.steps} steps of {args.batch_size} x 1,024 tokens, {torch.get_num_threads()} CPU threads")
     print(f"{'way':<26}{'real tokens/s':>15}{'real share':>12}{'runtime s':>11}")
     print(f"{'pad each song to 1,024':<26}{naive_rate:>15.0f}{naive.real_token_share():>12.1%}{naive_runtime:>11.2f}")

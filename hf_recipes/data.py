@@ -185,6 +185,18 @@ def load_splits(
 
     check_text_columns(raw, text_columns, sources)
 
+    return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
+
+
+def carve_splits(
+    raw: DatasetDict,
+    data_args: DataArguments,
+    seed: int,
+    split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
+    test_split_percentage: float | None = None,
+) -> DatasetDict:
+    """Carve the missing validation (and, with ``test_split_percentage``, test) split from train, both as shares
+    of the whole train data, then keep the first max_train/eval/test_samples rows of each split."""
     carve = split_train or random_split
     whole = len(raw["train"])
     fraction: float | int = data_args.validation_split_percentage / 100

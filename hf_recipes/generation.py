@@ -30,6 +30,21 @@ class GenerationArguments:
     def __post_init__(self):
         check_generation_settings(self)
 
+    def decoding_settings(self) -> dict:
+        """The settings that decide the generated tokens: the sampling ones only when sampling."""
+        settings = {"do_sample": self.do_sample, "max_new_tokens": self.max_new_tokens,
+                    "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            settings.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                            generation_seed=self.generation_seed)
+        return settings
+
+    def describe_decoding(self) -> str:
+        """E.g. ``greedy, max_new_tokens 256, repetition_penalty 1.0``, for reports."""
+        settings = self.decoding_settings()
+        how = "sampled" if settings.pop("do_sample") else "greedy"
+        return ", ".join([how, *(f"{key} {value}" for key, value in settings.items())])
+
     def generation_config(self, tokenizer) -> GenerationConfig:
         sampling = (
             {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p} if self.do_sample else {}

@@ -154,6 +154,16 @@ def max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, reque
     return requested
 
 
+def keep_packed_sequences_apart(model: PreTrainedModel, training_args, layout: str) -> None:
+    """Sequences packed into one row (position ids restarting, no attention mask) get a block-diagonal mask only
+    when the forward pass has no cache: with one, transformers does not look for them and they attend to each
+    other. Refuse ``use_cache`` and switch the model's default off (GPT-2's is on) for use outside the Trainer."""
+    if training_args.use_cache:
+        raise RecipeError(f"use_cache must be off with {layout}: with a cache, transformers does not see where "
+                          "packed sequences start and they attend to each other")
+    model.config.use_cache = False
+
+
 def autocast_dtype_for_cpu() -> torch.dtype | None:
     """bf16 pays off on CPUs with native bf16 matmul (AMX or AVX512-BF16); elsewhere it is emulated and slow."""
     try:

@@ -31,6 +31,7 @@ from hf_recipes.checks import (
 )
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import is_local
 from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
@@ -303,7 +304,10 @@ class Recipe:
                 found["failed_steps"] = failed
             (output_dir / CHECKS_FILE).write_text(json.dumps(found, indent=1, default=str) + "\n")
             task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
-            (output_dir / RECIPE_FILE).write_text(json.dumps({"recipe": self.name, "task": task}, indent=1) + "\n")
+            saved = {"recipe": self.name, "task": task}
+            if isinstance(args.task, GenerationArguments):  # the settings the report's generations were made with
+                saved["decoding"] = args.task.decoding_settings()
+            (output_dir / RECIPE_FILE).write_text(json.dumps(saved, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
     def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split,

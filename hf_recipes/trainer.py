@@ -64,6 +64,11 @@ class RecipeTrainer(Trainer):
         # that would sum the losses over gradient-accumulation steps and scale them by the process count.
         if not loss_averages_over_batch_tokens(self.accelerator.unwrap_model(self.model)):
             self.model_accepts_loss_kwargs = False
+        else:
+            # A causal LM's loss shifts the labels, so a row's first label is never a target. Trainer counts
+            # num_items_in_batch over labels[..., 1:] only for models whose loss_type it recognises; GPT-2's is None,
+            # and counting every label would divide the loss by one token too many per row.
+            self._loss_shifts_labels = True
         self.real_tokens = 0
         self.computed_tokens = 0
 

@@ -31,7 +31,7 @@ from hf_recipes.data import drop_empty, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import exact_match, rouge_l
-from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
 from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table
@@ -88,8 +88,9 @@ class InstructArguments(GenerationArguments):
     judge_api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the judge's API key, if any."}
     )
-    # Greedy decoding by default: answers are scored against references.
+    # Plain greedy decoding by default: answers are scored against references.
     do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty for repeating tokens (1 = none)."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
 
     def __post_init__(self):
@@ -181,6 +182,7 @@ class InstructRecipe(Recipe):
                                      for split, data in tokenized.items()})
         tokenized = tokenized.remove_columns("truncated")
         if task.padding_free:
+            keep_packed_sequences_apart(model, args.training, "padding_free")
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
             batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
             eval_collator = LabelPaddingCollator(tokenizer)  # evaluation sees one row per record
@@ -247,8 +249,8 @@ class InstructRecipe(Recipe):
              "ROUGE-L F1": rouge_l(generated[:shown], references[:shown])},
             {"model": f"fine-tuned (all {len(test)} records)",
              "exact match": scores["test_exact_match"], "ROUGE-L F1": scores["test_rouge_l"]},
-        ]) + f"\n\nDecoding: {'sampled' if task.do_sample else 'greedy'}, up to {task.max_new_tokens} new tokens, "
-             f"stops at EOS. Exact match ignores case and whitespace. Every answer: `{GENERATIONS_FILE}`.\n\n"
+        ]) + f"\n\nDecoding: {task.describe_decoding()}; stops at EOS. Exact match ignores case and whitespace. "
+             f"Every answer: `{GENERATIONS_FILE}`.\n\n"
              + judge_note)
         examples = [
             {"instruction": r["instruction"] + (f"\n\ninput: {r['input']}" if r["input"] else ""),
@@ -309,10 +311,11 @@ run = RECIPE.run
 
 def generate(model_dir: str | Path, instruction: str, input: str = "", **settings) -> str:
     """The answer of a saved instruction-tuned model, prompted with the template it was trained with.
-    ``settings`` are GenerationArguments fields (greedy, up to 256 new tokens by default)."""
+    ``settings`` are GenerationArguments fields (default: the run's, else plain greedy, up to 256 new tokens)."""
     saved = load_recipe_file(model_dir)["task"]
     known = {f.name for f in dataclasses.fields(GenerationArguments)}
-    options = {"do_sample": False, "max_new_tokens": 256, **{k: v for k, v in saved.items() if k in known}, **settings}
+    defaults = InstructArguments()
+    options = {**{k: getattr(defaults, k) for k in known}, **{k: v for k, v in saved.items() if k in known}, **settings}
     model, tokenizer = load_causal_lm(model_dir)
     prompt = render_prompt(instruction, input, saved_templates(saved))
     return generate_text(model, tokenizer, [prompt], GenerationArguments(**options))[0].strip()

@@ -18,11 +18,11 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import check_local_file, load_splits, random_split
+from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from hf_recipes.model import load_model, load_tokenizer, max_length
-from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
+from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
 from hf_recipes.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -44,9 +44,15 @@ class LyricsArguments(GenerationArguments):
     test_split_percentage: float = field(
         default=10, metadata={"help": "Percent of songs carved out as test when there is no test split."}
     )
+    title_column: str | None = field(
+        default=None,
+        metadata={"help": "Column holding each song's title (csv / json / parquet / hub data). Each song is then "
+                          "trained as its title, a blank line and its lyrics, and every prompt is a title."},
+    )
     prompts: list[str] = field(
         default_factory=lambda: ["Down by the river", "Oh my darling", "The night is"],
-        metadata={"help": "Prompts generated from before and after training, shown side by side in the report."},
+        metadata={"help": "Prompts generated from before and after training, shown side by side in the report "
+                          "(titles when title_column is set)."},
     )
 
     def __post_init__(self):
@@ -56,6 +62,16 @@ class LyricsArguments(GenerationArguments):
         if self.block_size is not None and self.block_size < 2:
             raise RecipeError(f"block_size {self.block_size} leaves no token to predict: use at least 2 "
                               "(the model context, e.g. 128 or 1024, is usual)")
+
+
+def title_prompt(title: str) -> str:
+    """The head of a song trained with its title, and what a title prompt becomes: the title, then a blank line."""
+    return title.strip() + BLANK_LINE
+
+
+def model_prompts(prompts: Sequence[str], title_column: str | None) -> list[str]:
+    """What the model is given for each prompt: a title prompt when the run was trained with titles."""
+    return [title_prompt(p) for p in prompts] if title_column else list(prompts)
 
 
 def split_songs(text: str, separator: str) -> list[str]:
@@ -83,20 +99,23 @@ def read_songs(path: str, separator: str) -> list[str]:
 def load_songs(args: RecipeArgs) -> DatasetDict:
     """One row per song; validation and test are carved by song, so no song is split across them."""
     data, seed, text = args.data, args.training.seed, args.data.text_column
-    train_file = data.train_file
+    train_file, test_share = data.train_file, args.task.test_split_percentage
     if train_file and (Path(train_file).is_dir() or train_file.endswith(".txt")) and not data.validation_file:
         songs = Dataset.from_dict({text: read_songs(train_file, args.task.song_separator)})
         if len(songs) < 3:
             raise RecipeError(f"need at least 3 songs to carve validation and test splits, found {len(songs)}")
-        train, validation = random_split(songs, data.validation_split_percentage / 100, seed)
-        raw = DatasetDict({"train": train, "validation": validation})
-    else:
-        raw = load_splits(data, args.model, seed, required_columns=(text,), text_columns=(text,))
-    if "test" not in raw:
-        raw["train"], raw["test"] = random_split(raw["train"], args.task.test_split_percentage / 100, seed)
-    for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples)):
-        if limit is not None:
-            raw[split] = raw[split].select(range(min(limit, len(raw[split]))))
+        if args.task.title_column:
+            raise RecipeError("title_column needs data with a title per song (csv / json / parquet / hub data); "
+                              f"{train_file} holds plain text")
+        return carve_splits(DatasetDict({"train": songs}), data, seed, test_split_percentage=test_share)
+    title = args.task.title_column
+    raw = load_splits(data, args.model, seed, required_columns=(text, title) if title else (text,),
+                      text_columns=(text, title) if title else (text,),
+                      test_split_percentage=test_share)
+    for split, songs in raw.items():
+        untitled = sum(not isinstance(t, str) or not t.strip() for t in songs[title]) if title else 0
+        if untitled:
+            raise RecipeError(f"{untitled} {split} songs have no '{title}'")
     return raw
 
 
@@ -106,8 +125,12 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     Every computed token is real. Position ids restart at each song and at each block, so a block holding
     several songs gets a block-diagonal causal mask (transformers builds it from the restarts when no attention
     mask is given) and a song never attends to the one before it. The tail shorter than a block is dropped.
-    Labels equal the input ids (the model shifts them); the first token of a song is predicted from the
-    previous song's EOS, as in run_clm.
+
+    Each run of positions from 0 is one sequence, as in transformers' ``DataCollatorWithFlattening``: labels equal
+    the input ids except at a sequence's first token, which nothing in its sequence precedes, so it is -100 (not a
+    target; otherwise a song's first token would be predicted from the previous song's EOS). A song that a block
+    boundary cuts goes on in the next block as a sequence of its own: positions from 0, without sight of its
+    earlier part, its first token not a target.
     """
     ids: list[int] = []
     song_starts: set[int] = set()
@@ -118,13 +141,14 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     positions, position = [], 0
     for i in range(usable):
         if i % block_size == 0 or (reset_position_ids and i in song_starts):
-            position = 0  # a song continued from the previous block restarts at 0 too
+            position = 0
         positions.append(position)
         position += 1
+    labels = [-100 if position == 0 else token for token, position in zip(ids, positions)]
     starts = range(0, usable, block_size)
     return {
         "input_ids": [ids[i : i + block_size] for i in starts],
-        "labels": [ids[i : i + block_size] for i in starts],
+        "labels": [labels[i : i + block_size] for i in starts],
         "position_ids": [positions[i : i + block_size] for i in starts],
         "dropped_tokens": [len(ids) - usable] * len(starts),
     }
@@ -151,11 +175,18 @@ class LyricsRecipe(Recipe):
             raise RecipeError(
                 f"block_size {block_size} is larger than the model's context of {max_length(tokenizer, model, None)}"
             )
-        text, eos = args.data.text_column, tokenizer.eos_token_id
+        if args.task.reset_position_ids:
+            keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)")
+        text, title, eos = args.data.text_column, args.task.title_column, tokenizer.eos_token_id
 
         def tokenize_and_pack(batch):
-            songs = [ids + [eos] for ids in tokenizer(batch[text])["input_ids"]]
-            return pack(songs, block_size, args.task.reset_position_ids)
+            if title:  # the head is tokenized on its own, exactly as a title prompt is at generation time
+                heads = tokenizer([title_prompt(t) for t in batch[title]])["input_ids"]
+                bodies = tokenizer(batch[text], add_special_tokens=False)["input_ids"]
+                songs = [head + body for head, body in zip(heads, bodies)]
+            else:
+                songs = tokenizer(batch[text])["input_ids"]
+            return pack([song + [eos] for song in songs], block_size, args.task.reset_position_ids)
 
         # batch_size=None packs each split as one stream, so only one tail per split is dropped
         with args.training.main_process_first(desc="tokenizing and packing"):
@@ -181,8 +212,10 @@ class LyricsRecipe(Recipe):
                 "songs train/validation/test": " / ".join(str(len(raw[s])) for s in ("train", "validation", "test")),
                 "block size": block_size,
                 "tokens dropped (tail shorter than a block)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
-                "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask)"
-                if args.task.reset_position_ids else "no (songs attend to earlier songs in the block)",
+                "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask; a song's "
+                "first token is not a target)" if args.task.reset_position_ids
+                else "no (songs attend to earlier songs in the block)",
+                "song text": f"the '{title}' column, a blank line, the lyrics" if title else "the lyrics",
             },
         )
 
@@ -193,21 +226,21 @@ class LyricsRecipe(Recipe):
         return "lower block_size or add songs"
 
     def before_training(self, trainer, prepared, args, report) -> None:
-        prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+        prompts = model_prompts(args.task.prompts, args.task.title_column)
+        prepared.before["generations"] = generate_text(prepared.model, prepared.tokenizer, prompts, args.task)
 
     def after_training(self, trainer, prepared, args, report, test_output) -> None:
         before = prepared.before["generations"]
-        after = generate_text(prepared.model, prepared.tokenizer, args.task.prompts, args.task)
+        prompts = model_prompts(args.task.prompts, args.task.title_column)
+        after = generate_text(prepared.model, prepared.tokenizer, prompts, args.task)
         rows = [{"prompt": p, "before": b, "after": a} for p, b, a in zip(args.task.prompts, before, after)]
-        settings = (f"temperature {args.task.temperature}, top_k {args.task.top_k}, top_p {args.task.top_p}, "
-                    f"repetition_penalty {args.task.repetition_penalty}, max_new_tokens {args.task.max_new_tokens}, "
-                    f"seed {args.task.generation_seed}")
-        report.add("Generations before and after", f"Sampling: {settings}.\n\n" + markdown_table(rows))
+        report.add("Generations before and after",
+                   f"Decoding: {args.task.describe_decoding()}.\n\n" + markdown_table(rows))
 
     def cli_prompts(self, opts, task: dict) -> list[str]:
         if not opts.prompt:
             raise RecipeError("give at least one --prompt")
-        return list(opts.prompt)
+        return model_prompts(opts.prompt, task.get("title_column"))
 
 
 RECIPE = LyricsRecipe()
@@ -216,6 +249,8 @@ run = RECIPE.run
 
 
 def generate(model_dir: str | Path, prompts: Sequence[str], **settings) -> list[str]:
-    """Continue each prompt with a saved lyrics model; ``settings`` are GenerationArguments fields."""
+    """Continue each prompt with a saved lyrics model (a model trained with titles gets each prompt as a title);
+    ``settings`` are GenerationArguments fields."""
+    title_column = load_recipe_file(model_dir)["task"].get("title_column")
     model, tokenizer = load_causal_lm(model_dir)
-    return generate_text(model, tokenizer, list(prompts), GenerationArguments(**settings))
+    return generate_text(model, tokenizer, model_prompts(prompts, title_column), GenerationArguments(**settings))

@@ -136,6 +136,30 @@ def test_batched_left_padded_generation_equals_one_by_one(overrides):
     assert batched == generate(prepared.model, prepared.tokenizer, prompts, settings)
 
 
+def plain_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
+    """Greedy decoding by hand: the most likely next token, nothing else, until EOS."""
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+            if token == tokenizer.eos_token_id:
+                break
+            new.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return tokenizer.decode(new).strip()
+
+
+def test_scored_answers_are_plain_greedy_decoding(overrides):
+    _, prepared = instruct.build_trainer(**{**overrides, "max_new_tokens": 16})
+    task = InstructArguments(max_new_tokens=16)
+    records = prepared.raw["test"].select(range(4))
+    answers = instruct.RECIPE.answer(prepared, records, task)
+    model = prepared.model.eval()
+    assert answers == [plain_greedy(model, prepared.tokenizer, p, 16) for p in instruct.RECIPE.prompts(records, task)]
+    assert task.decoding_settings() == {"do_sample": False, "max_new_tokens": 16, "repetition_penalty": 1.0}
+
+
 def test_splits_are_85_5_10_disjoint_and_reproducible(overrides):
     _, first = instruct.build_trainer(**overrides)
     _, second = instruct.build_trainer(**{**overrides, "output_dir": overrides["output_dir"] + "2"})
@@ -174,6 +198,9 @@ def test_run_writes_generations_scores_report_and_generates_again(overrides, cap
                     "Validation loss before and after fine-tuning", "LLM judge: off"):
         assert heading in report
     assert "loss_curve.png" in report and (out / "loss_curve.png").is_file()
+    assert "Decoding: greedy, max_new_tokens 8, repetition_penalty 1.0; stops at EOS." in report
+    decoding = json.loads((out / "recipe.json").read_text())["decoding"]
+    assert decoding == {"do_sample": False, "max_new_tokens": 8, "repetition_penalty": 1.0}
 
     row = next(r for r in rows if r["input"])
     assert instruct.generate(out, row["instruction"], input=row["input"], max_new_tokens=8) == row["generated"]
@@ -269,3 +296,10 @@ def test_a_prompt_longer_than_the_context_still_gets_an_answer(overrides):
     settings = GenerationArguments(do_sample=False, max_new_tokens=8)
     answers = generate(prepared.model, prepared.tokenizer, prompts, settings)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)  # no position beyond the context
+
+
+def test_padding_free_refuses_a_cache_that_would_let_records_attend_to_each_other(overrides):
+    with pytest.raises(RecipeError, match="use_cache must be off with padding_free"):
+        instruct.build_trainer(**{**overrides, "padding_free": True, "use_cache": True})
+    trainer, prepared = instruct.build_trainer(**{**overrides, "use_cache": True})  # padded rows: a cache is harmless
+    assert trainer.args.use_cache

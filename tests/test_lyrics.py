@@ -7,6 +7,7 @@ import torch
 
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from recipes import lyrics
 from recipes.lyrics import pack, read_songs, split_songs
 from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
@@ -33,12 +34,14 @@ def test_packing_keeps_every_token_in_order_and_restarts_positions():
     eos = 0
     packed = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=True)
     assert packed["input_ids"] == [[1, 2, 0, 3], [4, 5, 0, 6]]
-    assert packed["labels"] == packed["input_ids"]
     # song 2 starts at 0 in block 1 and restarts at 0 again where it continues in block 2
     assert packed["position_ids"] == [[0, 1, 2, 0], [0, 1, 2, 0]]
+    # the first token of every sequence (song start, or a song's continuation in a new block) is not a target
+    assert packed["labels"] == [[-100, 2, 0, -100], [-100, 5, 0, -100]]
     assert packed["dropped_tokens"] == [1, 1]
     plain = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=False)
     assert plain["position_ids"] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    assert plain["labels"] == [[-100, 2, 0, 3], [-100, 5, 0, 6]]  # one sequence per block, as run_clm
 
 
 def test_blocks_are_the_songs_plus_eos_up_to_the_dropped_tail(overrides):
@@ -51,7 +54,8 @@ def test_blocks_are_the_songs_plus_eos_up_to_the_dropped_tail(overrides):
         assert all(len(ids) == 64 for ids in blocks["input_ids"])
         assert len(stream) - len(packed) < 64
         assert packed == stream[: len(packed)]
-        assert list(blocks["labels"]) == list(blocks["input_ids"])
+        for ids, labels, positions in zip(blocks["input_ids"], blocks["labels"], blocks["position_ids"]):
+            assert labels == [-100 if p == 0 else t for t, p in zip(ids, positions)]
         assert packed.count(eos) == sum(1 for t in stream[: len(packed)] if t == eos)
         assert stream.count(eos) == len(prepared.raw[split])  # exactly one EOS per song
     assert "attention_mask" not in prepared.datasets["train"].column_names  # no padding anywhere
@@ -78,6 +82,31 @@ def test_songs_in_one_block_do_not_attend_to_each_other(overrides):
                          position_ids=torch.tensor([positions])).logits[0, start:]
         alone = model(input_ids=torch.tensor([block["input_ids"][start:]])).logits[0]
     torch.testing.assert_close(in_block, alone, rtol=1e-4, atol=1e-4)
+
+
+def song_pieces(blocks) -> list[list[int]]:
+    """The sequences of packed blocks: runs of tokens whose position ids count up from 0."""
+    pieces = []
+    for ids, positions in zip(blocks["input_ids"], blocks["position_ids"]):
+        starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
+        pieces += [ids[a:b] for a, b in zip(starts, starts[1:])]
+    return pieces
+
+
+def test_perplexity_counts_only_targets_within_a_song(overrides):
+    trainer, prepared = lyrics.build_trainer(**overrides)
+    eos, model = prepared.tokenizer.eos_token_id, prepared.model.eval()
+    pieces = song_pieces(prepared.datasets["validation"])
+    assert all(eos not in piece[:-1] for piece in pieces)  # a piece never reaches into the next song
+    assert sum(piece[-1] == eos for piece in pieces) > 1  # several songs, so song boundaries are tested
+    total, targets = 0.0, 0
+    with torch.no_grad():
+        for piece in pieces:  # each song piece alone: token i + 1 predicted from tokens 0..i of the same piece
+            logits = model(input_ids=torch.tensor([piece])).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, torch.tensor(piece[1:]), reduction="sum").item()
+            targets += len(piece) - 1
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] == pytest.approx(total / targets, rel=1e-5)
 
 
 def test_block_size_beyond_the_context_is_an_error(overrides):
@@ -110,10 +139,97 @@ def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, c
 
 
 @needs_shared
-def test_real_songbooks_pack_with_the_gpt2_tokenizer(overrides):
+def test_real_songs_split_by_song_and_pack_with_their_titles(overrides):
     _, prepared = lyrics.build_trainer(**{
-        **overrides, "train_file": str(SHARED_DATA / "lyrics" / "all_songs.txt"),
+        **overrides, "train_file": str(SHARED_DATA / "lyrics" / "songs.jsonl"), "title_column": "title",
         "tokenizer_name": str(SHARED_DATA / "gpt2_tokenizer"), "max_train_samples": 200,
     })
-    assert len(prepared.raw["train"]) == 200
+    raw, tokenizer = prepared.raw, prepared.tokenizer
+    assert {s: len(raw[s]) for s in raw} == {"train": 200, "validation": 217, "test": 217}  # 10% each of 2,173
+    songs = {s: {(r["book"], r["title"], r["text"]) for r in raw[s]} for s in raw}
+    assert not songs["train"] & songs["test"] and not songs["train"] & songs["validation"]
+    assert not songs["validation"] & songs["test"]
+    first = prepared.datasets["train"][0]
+    head = tokenizer(lyrics.title_prompt(raw["train"][0]["title"]))["input_ids"]
+    assert first["input_ids"][: len(head)] == head and first["labels"][0] == -100
     assert all(len(ids) == 64 for ids in prepared.datasets["train"]["input_ids"])
+
+
+def test_packed_songs_refuse_a_cache_that_would_let_them_attend_to_each_other(overrides):
+    _, prepared = lyrics.build_trainer(**overrides)
+    model = prepared.model.eval()
+    block = next(b for b in prepared.datasets["validation"] if 0 in b["position_ids"][1:])
+    inputs = {"input_ids": torch.tensor([block["input_ids"]]), "position_ids": torch.tensor([block["position_ids"]])}
+    with torch.no_grad():
+        apart, mixed = model(**inputs).logits, model(**inputs, use_cache=True).logits
+    assert model.config.use_cache is False
+    assert (apart - mixed).abs().max() > 1e-3  # why: with a cache transformers does not see the packed songs
+    with pytest.raises(RecipeError, match="use_cache must be off with songs packed into blocks"):
+        lyrics.build_trainer(**{**overrides, "use_cache": True})
+    lyrics.build_trainer(**{**overrides, "use_cache": True, "reset_position_ids": False})  # one sequence per block
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_validation_and_test_are_shares_of_all_songs_and_max_test_samples_applies(overrides, tmp_path, suffix):
+    songs = [f"song {i} line one\nsong {i} line two" for i in range(100)]
+    path = tmp_path / f"songs{suffix}"
+    path.write_text("\n\n".join(songs) if suffix == ".txt" else "".join(json.dumps({"text": s}) + "\n" for s in songs))
+    args = lyrics.RECIPE.parse(None, [], **{**overrides, "train_file": str(path), "validation_split_percentage": 10,
+                                            "test_split_percentage": 10})
+    raw = lyrics.RECIPE.load_data(args)
+    assert {s: len(raw[s]) for s in raw} == {"train": 80, "validation": 10, "test": 10}
+    assert sorted(t for s in raw for t in raw[s]["text"]) == sorted(songs)
+    args.data.max_test_samples = 3
+    assert len(lyrics.RECIPE.load_data(args)["test"]) == 3
+
+
+@pytest.fixture
+def titled_songs(tmp_path):
+    """The bundled songs as JSON lines with a title each."""
+    path = tmp_path / "titled.jsonl"
+    songs = split_songs(SONGS.read_text(), "\n\n")
+    path.write_text("".join(json.dumps({"title": f"Song {i}", "text": s}) + "\n" for i, s in enumerate(songs)))
+    return path
+
+
+def test_with_title_column_each_song_is_its_title_a_blank_line_and_its_lyrics(overrides, titled_songs):
+    _, prepared = lyrics.build_trainer(**{**overrides, "train_file": str(titled_songs), "title_column": "title"})
+    tokenizer, eos = prepared.tokenizer, prepared.tokenizer.eos_token_id
+    train = prepared.raw["train"]
+    # the title head is tokenized exactly as a title prompt is at generation time
+    songs = [tokenizer(lyrics.title_prompt(t))["input_ids"] + tokenizer(x)["input_ids"] + [eos]
+             for t, x in zip(train["title"], train["text"])]
+    assert tokenizer.decode(songs[0]) == f"{train['title'][0]}\n\n{train['text'][0]}{tokenizer.eos_token}"
+    stream = [t for song in songs for t in song]
+    packed = [t for ids in prepared.datasets["train"]["input_ids"] for t in ids]
+    assert packed == stream[: len(packed)]
+    assert lyrics.model_prompts(["Song 3 "], "title") == ["Song 3\n\n"] and lyrics.model_prompts(["a"], None) == ["a"]
+
+
+def test_a_model_trained_with_titles_writes_a_song_from_a_title(overrides, titled_songs, capsys):
+    overrides = {**overrides, "train_file": str(titled_songs), "title_column": "title", "num_train_epochs": None,
+                 "max_steps": 2, "prompts": ["Song 3"]}
+    lyrics.run(**overrides)
+    out = Path(overrides["output_dir"])
+    assert json.loads((out / "recipe.json").read_text())["task"]["title_column"] == "title"
+    model, tokenizer = load_causal_lm(out)
+    settings = GenerationArguments(max_new_tokens=12, generation_seed=7)
+    by_hand = generate_text(model, tokenizer, ["Song 3\n\n"], settings)
+    assert lyrics.generate(out, ["Song 3"], max_new_tokens=12, generation_seed=7) == by_hand
+    capsys.readouterr()
+    assert cli.main(["generate", "--model_dir", str(out), "--prompt", "Song 3", "--max_new_tokens", "12",
+                     "--seed", "7"]) == 0
+    assert capsys.readouterr().out.strip() == ("Song 3\n\n" + by_hand[0]).strip()
+    report = (out / "report.md").read_text()
+    assert "| Song 3 |" in report and "the 'title' column, a blank line, the lyrics" in report
+
+
+def test_title_column_needs_titled_data(overrides, titled_songs, tmp_path):
+    with pytest.raises(RecipeError, match="title_column needs data with a title per song"):
+        lyrics.build_trainer(**{**overrides, "title_column": "title"})
+    with pytest.raises(RecipeError, match="column 'name' not found"):
+        lyrics.build_trainer(**{**overrides, "train_file": str(titled_songs), "title_column": "name"})
+    untitled = tmp_path / "untitled.jsonl"
+    untitled.write_text(titled_songs.read_text().replace('"Song 1"', '""'))
+    with pytest.raises(RecipeError, match="1 (train|validation|test) songs have no 'title'"):
+        lyrics.build_trainer(**{**overrides, "train_file": str(untitled), "title_column": "title"})
