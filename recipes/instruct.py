@@ -113,12 +113,17 @@ def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, limi
     return input_ids, (prompt_labels + response_ids + [eos])[:limit]
 
 
-def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
-    """Records without an instruction or an output teach nothing (real Alpaca data has a few): drop and count
-    them per split. A missing input column means no inputs."""
+def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
+    """A split without the input column has no inputs."""
     for split in list(raw):
         if task.input_column not in raw[split].column_names:
             raw[split] = raw[split].add_column(task.input_column, [""] * len(raw[split]))
+    return raw
+
+
+def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
+    """Records without an instruction or an output teach nothing (real Alpaca data has a few): drop and count
+    them per split."""
     before = {split: len(dataset) for split, dataset in raw.items()}
     for column in (task.instruction_column, task.output_column):
         drop_empty(raw, column)
@@ -140,10 +145,11 @@ class InstructRecipe(Recipe):
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         task = args.task
-        return load_splits(args.data, args.model, args.training.seed,
-                           required_columns=(task.instruction_column, task.output_column),
-                           text_columns=(task.instruction_column, task.input_column, task.output_column),
-                           test_split_percentage=task.test_split_percentage)
+        return add_missing_inputs(load_splits(
+            args.data, args.model, args.training.seed,
+            required_columns=(task.instruction_column, task.output_column),
+            text_columns=(task.instruction_column, task.input_column, task.output_column),
+            test_split_percentage=task.test_split_percentage), task)
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         task = args.task

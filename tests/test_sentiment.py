@@ -290,7 +290,8 @@ def test_kaggle_csvs_load_with_the_sentiment_column(tiny_model_args):
 def test_gradient_accumulation_does_not_change_the_loss(overrides):
     """Same rows, same order, no learning: batch 4 and batch 2 x accumulation 2 report the same train loss
     (Trainer alone sums a classifier's micro-batch losses over accumulation steps)."""
-    common = {**overrides, "learning_rate": 0.0, "train_sampling_strategy": "sequential", "max_train_samples": 16,
+    common = {**overrides, "learning_rate": 1e-12,  # effectively frozen (0 is refused: such a run cannot learn)
+              "train_sampling_strategy": "sequential", "max_train_samples": 16,
               "logging_steps": 1, "warmup_steps": 0,
               "config_overrides": overrides["config_overrides"] + ",resid_pdrop=0,embd_pdrop=0,attn_pdrop=0"}
     whole, _ = sentiment.build_trainer(**common, per_device_train_batch_size=4, gradient_accumulation_steps=1)
