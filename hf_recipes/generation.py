@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -87,8 +88,10 @@ def generate(
     Prompt and answer stay inside the model's context: a prompt too long for it keeps its end (where the
     answer starts), and a batch near the limit gets fewer new tokens, rather than failing at the end of a run.
     """
-    was_training, sides = model.training, (tokenizer.padding_side, tokenizer.truncation_side)
+    was_training = model.training
     model.eval()
+    # A copy: padding and truncation settings stick to a fast tokenizer (and to the tokenizer.json it saves).
+    tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = tokenizer.truncation_side = "left"
     config = settings.generation_config(tokenizer)
     context = context_length(model.config)
@@ -107,7 +110,6 @@ def generate(
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
             outputs.update(zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)))
     finally:
-        tokenizer.padding_side, tokenizer.truncation_side = sides
         model.train(was_training)
     return [outputs[i] for i in range(len(prompts))]
 

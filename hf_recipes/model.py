@@ -171,3 +171,12 @@ def autocast_dtype_for_cpu() -> torch.dtype | None:
     except OSError:
         return None
     return torch.bfloat16 if {"amx_bf16", "avx512_bf16"} & set(flags) else None
+
+
+def clean_tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Forget padding / truncation settings a fast tokenizer keeps from its last call, so the tokenizer.json it
+    saves behaves like a freshly loaded one."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()

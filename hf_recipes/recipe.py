@@ -33,7 +33,7 @@ from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
-from hf_recipes.model import is_local
+from hf_recipes.model import clean_tokenizer_state, is_local
 from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
 from hf_recipes.report import Report, format_change, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
@@ -160,6 +160,10 @@ class Recipe:
         self.check_learnable(prepared, args)
         if args.checks.few_shot_k is not None:
             few_shot_label_words(prepared.label_names, args.checks.few_shot_label_words)
+        if isinstance(args.task, GenerationArguments):
+            # Saved with the model (and every checkpoint), so pipeline("text-generation") and model.generate()
+            # decode as `hf-recipes generate` does.
+            prepared.model.generation_config.update(**args.task.generation_config(prepared.tokenizer).to_diff_dict())
         prepared.resume_from = self.checkpoint_to_resume(args)
         if prepared.resume_from:
             outputs.check_checkpoint(prepared.resume_from, prepared.model)
@@ -239,6 +243,7 @@ class Recipe:
         share = trainer.real_token_share()
         if share is not None:
             train_metrics["train_real_token_share"] = share
+        clean_tokenizer_state(prepared.tokenizer)
         trainer.save_model()
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -105,6 +106,27 @@ def render_prompt(instruction: str, input: str | None, task: InstructArguments) 
     return task.prompt_template.format(instruction=instruction, input_section=section)
 
 
+def chat_template(task: InstructArguments) -> str:
+    """The prompt format as a Jinja chat template, saved with the tokenizer: a user message (its ``content`` the
+    instruction, an optional ``input`` key the input) renders exactly as :func:`render_prompt`, an assistant message
+    as the response and EOS. So ``pipeline("text-generation")`` given messages prompts the model as it was trained.
+    Literal text goes in as string expressions: block tags would let Jinja's trim_blocks eat its newlines."""
+
+    def render(template: str, fields: dict[str, str]) -> str:
+        parts = []
+        for literal, name, _, _ in string.Formatter().parse(template):
+            parts += [f"{{{{ {json.dumps(literal)} }}}}"] if literal else []
+            parts += [fields[name]] if name is not None else []
+        return "".join(parts)
+
+    section = ("{% if message['input'] is defined and message['input'] %}"
+               + render(task.input_template, {"input": "{{ message['input'] }}"}) + "{% endif %}")
+    user = render(task.prompt_template, {"instruction": "{{ message['content'] }}", "input_section": section})
+    return ("{% for message in messages %}{% if message['role'] == 'user' %}" + user
+            + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+            "{% endfor %}")
+
+
 def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, limit: int, train_on_inputs: bool):
     """Input ids = prompt + response + EOS, cut at ``limit``. Labels are -100 on the prompt unless
     ``train_on_inputs``; the response and its EOS are always targets."""
@@ -160,6 +182,7 @@ class InstructRecipe(Recipe):
         task = args.task
         dropped = drop_incomplete_records(raw, task)
         tokenizer = load_tokenizer(args.model)
+        tokenizer.chat_template = chat_template(task)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
 
