@@ -8,10 +8,15 @@
     hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
     hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
     hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
+    hf-recipes compare RUN_DIR [RUN_DIR ...] [--output FILE.png]
     hf-recipes list
 
-Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file.
-Errors print one line (``error: ...``) and exit non-zero; ``--debug`` shows the traceback instead.
+Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file;
+``hf-recipes train RECIPE --help`` lists them all. Errors print one line (``error: ...``) and exit non-zero;
+``--debug`` shows the traceback instead.
+
+Only the commands that need them import torch and transformers, so help, ``list``, ``--version`` and argument
+errors answer at once.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import sys
 import threading
 from pathlib import Path
 
-from hf_recipes.errors import RecipeError, one_line
+from hf_recipes import __version__
+from hf_recipes.errors import RecipeError, did_you_mean, one_line
 
 
 def read_lines(path: str) -> list[str]:
@@ -36,16 +42,37 @@ def read_lines(path: str) -> list[str]:
         raise RecipeError(f"file is not UTF-8 text: {path}") from None
 
 
-def cmd_train(opts, extra: list[str]) -> int:
+def recipe_for(opts):
+    """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None."""
     import recipes
 
-    recipe = recipes.get(opts.recipe)
+    if opts.recipe is None and not opts.help:
+        raise RecipeError(f"{opts.parser.prog}: give a recipe (one of {', '.join(recipes.available())})")
+    if not opts.help:
+        return recipes.get(opts.recipe)
+    print(opts.parser.format_help())
+    if opts.recipe is not None:
+        from hf_recipes.config import recipe_help
+
+        print(f"Flags of the {opts.recipe} recipe (each overrides the YAML file):\n")
+        print(recipe_help(recipes.get(opts.recipe).task_args_class))
+    return None
+
+
+def cmd_train(opts, extra: list[str]) -> int:
+    recipe = recipe_for(opts)
+    if recipe is None:
+        return 0
     metrics = recipe.run(opts.config, extra)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
     return 0
 
 
 def cmd_sweep(opts, extra: list[str]) -> int:
+    if recipe_for(opts) is None:
+        return 0
+    if opts.n_trials is None:
+        raise RecipeError(f"{opts.parser.prog}: the following arguments are required: --n_trials")
     from hf_recipes.sweep import SweepArguments, require_optuna, run_sweep
 
     require_optuna()
@@ -78,10 +105,16 @@ def cmd_demo(opts, extra: list[str]) -> int:
     return 0
 
 
-def cmd_predict(opts, extra: list[str]) -> int:
+def reject_flags(opts, extra: list[str]) -> None:
+    """Flags the command does not know are an error that names the closest one it does."""
     flags = [a for a in extra if a.startswith("-")]
     if flags:
-        raise RecipeError(f"unknown argument '{flags[0]}'")
+        known = [f for action in opts.parser._actions for f in action.option_strings if f.startswith("--")]
+        raise RecipeError(f"unknown argument '{flags[0]}'{did_you_mean(flags[0], known)}")
+
+
+def cmd_predict(opts, extra: list[str]) -> int:
+    reject_flags(opts, extra)
     if opts.recipe != "sentiment":
         raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {opts.recipe}")
     from hf_recipes.predict import classify
@@ -100,6 +133,7 @@ def cmd_generate(opts, extra: list[str]) -> int:
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
     from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
+    reject_flags(opts, extra)
     if extra:
         raise RecipeError(f"unknown argument '{extra[0]}'")
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
@@ -119,8 +153,18 @@ def cmd_generate(opts, extra: list[str]) -> int:
     return 0
 
 
+def cmd_compare(opts, extra: list[str]) -> int:
+    from hf_recipes.compare import compare_runs
+
+    reject_flags(opts, extra)
+    compare_runs(opts.run_dirs, opts.output)
+    return 0
+
+
 def cmd_list(opts, extra: list[str]) -> int:
     import recipes
+
+    reject_flags(opts, extra)
 
     for name in recipes.available():
         print(f"{name}\t{recipes.CONFIG_DIR / (name + '.yaml')}\tdemo: {recipes.demo_config(name)}")
@@ -144,19 +188,25 @@ class ArgumentParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="hf-recipes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"hf-recipes {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a recipe (YAML config, flags override it)")
-    train.add_argument("recipe")
-    train.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+    def add_recipe_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        # Own --help: it lists the recipe's flags too, which only the recipe module knows.
+        command = sub.add_parser(name, add_help=False, **kwargs)
+        command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
+        command.add_argument("-h", "--help", action="store_true", help="show this help with every flag of RECIPE")
+        command.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+        return command
+
+    train = add_recipe_command("train", help="train a recipe (YAML config, flags override it)",
+                               usage="hf-recipes train RECIPE [--config FILE.yaml] [--any_flag value ...]")
     train.set_defaults(func=cmd_train)
 
     # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
-    sweep = sub.add_parser("sweep", allow_abbrev=False,
-                           help="search learning rate, batch size, epochs, warmup and weight decay (Optuna)")
-    sweep.add_argument("recipe")
-    sweep.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
-    sweep.add_argument("--n_trials", type=int, required=True, help="number of trials")
+    sweep = add_recipe_command("sweep", allow_abbrev=False,
+                               help="search learning rate, batch size, epochs, warmup and weight decay (Optuna)")
+    sweep.add_argument("--n_trials", type=int, help="number of trials (required)")
     sweep.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     sweep.add_argument("--learning_rate_range", type=float, nargs=2, metavar=("MIN", "MAX"),
                        help="log-uniform (default: the config's learning_rate / 10 to * 10)")
@@ -200,8 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)
 
+    compare = sub.add_parser("compare", help="one table of the settings and metrics of finished runs, and their "
+                                             "loss curves in one plot")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output_dir of a finished run")
+    compare.add_argument("--output", default="compare.png", help="the PNG of the loss curves")
+    compare.set_defaults(func=cmd_compare)
+
     listing = sub.add_parser("list", help="list the recipes and their configs")
     listing.set_defaults(func=cmd_list)
+    for command in sub.choices.values():
+        command.set_defaults(parser=command)  # for errors and help that name the command's own flags
     return parser
 
 

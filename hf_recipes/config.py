@@ -6,8 +6,8 @@ The dataclasses use the argument names of the official transformers examples (``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import difflib
 import json
 import os
 import string
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.errors import RecipeError, did_you_mean, one_line
 
 
 def empty_means_unset(arguments) -> None:
@@ -106,6 +106,21 @@ class RunArguments:
         },
     )
     report: bool = field(default=True, metadata={"help": "Write report.md with plots at the end of a run."})
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many evaluations without improvement of metric_for_best_model "
+                          "(needs load_best_model_at_end and an eval_strategy). Off when unset."},
+    )
+    early_stopping_threshold: float = field(
+        default=0.0,
+        metadata={"help": "How much metric_for_best_model must improve to count as an improvement (early stopping)."},
+    )
+
+    def __post_init__(self):
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise RecipeError(f"early_stopping_patience must be 1 or more, got {self.early_stopping_patience}")
+        if not self.early_stopping_threshold >= 0:  # also catches NaN
+            raise RecipeError(f"early_stopping_threshold must be 0 or more, got {self.early_stopping_threshold}")
 
 
 def check_template(template: str, option: str, fields: set[str]) -> None:
@@ -191,7 +206,23 @@ PATH_KEYS = {
 
 
 class _Parser(HfArgumentParser):
-    """HfArgumentParser whose errors are RecipeErrors (one line, no usage dump)."""
+    """HfArgumentParser whose errors are RecipeErrors (one line, no usage dump) and whose --help lists each
+    dataclass's flags under its own heading (``group_titles``, one per dataclass)."""
+
+    def __init__(self, dataclass_types: Sequence[type], group_titles: Sequence[str] = (), **kwargs):
+        self.group_titles = dict(zip(dataclass_types, group_titles))
+        super().__init__(dataclass_types, **kwargs)
+
+    def _add_dataclass_arguments(self, dtype):
+        if dtype not in self.group_titles:
+            return super()._add_dataclass_arguments(dtype)
+        group = self.add_argument_group(self.group_titles[dtype])
+        # HfArgumentParser adds each field to `parser`; hand it the group instead of the parser itself.
+        self._parse_dataclass_field = lambda parser, field: HfArgumentParser._parse_dataclass_field(group, field)
+        try:
+            super()._add_dataclass_arguments(dtype)
+        finally:
+            del self._parse_dataclass_field
 
     def error(self, message):
         raise RecipeError(message)
@@ -242,9 +273,7 @@ def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: s
     fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
     for key, value in values.items():
         if key not in fields:
-            hint = difflib.get_close_matches(key, fields, n=1)
-            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise RecipeError(f"unknown config key '{key}' in {where}{suggestion}")
+            raise RecipeError(f"unknown config key '{key}' in {where}{did_you_mean(key, list(fields))}")
         takes_many = any(word in str(fields[key].type) for word in ("list", "dict", "tuple"))
         if isinstance(value, (list, tuple, dict)) and not takes_many:
             kind = "a mapping" if isinstance(value, dict) else "a list"
@@ -278,7 +307,7 @@ def parse_args(
     *parsed, remaining = parsed
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
-        raise RecipeError(f"unknown argument '{flag}'")
+        raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags_of(parser))}")
     return tuple(parsed)
 
 
@@ -294,13 +323,31 @@ class RecipeArgs:
     training: TrainingArguments
 
 
+def flags_of(parser: argparse.ArgumentParser) -> list[str]:
+    return [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
+
+
+def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[str, ...]]:
+    """The dataclasses of a recipe's arguments, in the order of :class:`RecipeArgs`, and their --help headings."""
+    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, CheckArguments, TrainingArguments)
+    titles = ("model arguments", "data arguments", f"task arguments ({task_args_class.__name__})", "run arguments",
+              "check arguments", "training arguments (transformers.TrainingArguments)")
+    return classes, titles
+
+
+def recipe_help(task_args_class: type) -> str:
+    """Every flag of a recipe with its help text and default, grouped as the dataclasses that hold them."""
+    parser = _Parser(*recipe_dataclasses(task_args_class), usage=argparse.SUPPRESS, add_help=False)
+    return parser.format_help()
+
+
 def parse_recipe_args(
     task_args_class: type,
     config: str | os.PathLike | None = None,
     argv: Sequence[str] = (),
     overrides: dict[str, Any] | None = None,
 ) -> RecipeArgs:
-    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, CheckArguments, TrainingArguments)
+    classes, _ = recipe_dataclasses(task_args_class)
     if launched_without_accelerator():
         # torchrun / accelerate launch on a machine without GPUs: without this, each process would set up as a
         # single-process run and all of them would train on their own and write the same output_dir.
@@ -314,6 +361,8 @@ def parse_recipe_args(
     if training.gradient_accumulation_steps <= 0:
         raise RecipeError("gradient_accumulation_steps must be positive")
     check_training(training)
+    check_trackers(training)
+    check_early_stopping(run, training)
     return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training)
 
 
@@ -340,3 +389,28 @@ def launched_without_accelerator() -> bool:
 
     xpu = getattr(torch, "xpu", None)
     return not (torch.cuda.is_available() or (xpu is not None and xpu.is_available()))
+
+
+def check_early_stopping(run: RunArguments, training: TrainingArguments) -> None:
+    """Early stopping compares evaluations and keeps the best model, so it needs both."""
+    if run.early_stopping_patience is None:
+        return
+    if training.eval_strategy == "no" or not training.load_best_model_at_end:
+        raise RecipeError("early_stopping_patience needs evaluations to compare and the best model kept: set "
+                          "--eval_strategy steps (or epoch) and --load_best_model_at_end true")
+
+
+# Trackers this package offers as extras (`pip install 'hf-recipes[tensorboard]'`); any other is named as a package.
+TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+
+
+def check_trackers(training: TrainingArguments) -> None:
+    """Every --report_to tracker is installed; Trainer would find out only after output_dir is written."""
+    from transformers.integrations import integration_utils
+
+    for tracker in training.report_to or []:
+        available = getattr(integration_utils, f"is_{tracker}_available", None)
+        if available is not None and not available():
+            install = (f"pip install 'hf-recipes[{TRACKER_EXTRAS[tracker]}]'" if tracker in TRACKER_EXTRAS
+                       else f"pip install {tracker}")
+            raise RecipeError(f"--report_to {tracker}: {tracker} is not installed; {install}")

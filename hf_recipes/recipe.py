@@ -22,18 +22,19 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import transformers
 from datasets import DatasetDict
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
 from hf_recipes import baselines, forgetting, outputs
 from hf_recipes.checks import (
     Baseline, FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
 )
-from hf_recipes.config import RecipeArgs, parse_recipe_args
+from hf_recipes.config import RecipeArgs, RunArguments, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
 from hf_recipes.model import clean_tokenizer_state, is_local
+from hf_recipes.model_card import training_settings, write_model_card
 from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
 from hf_recipes.report import Report, format_change, markdown_table, metrics_table, plot_loss_curve
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
@@ -178,6 +179,7 @@ class Recipe:
             compute_metrics=prepared.compute_metrics or (mean_token_loss if self.reports_perplexity else None),
             preprocess_logits_for_metrics=prepared.preprocess_logits_for_metrics
             or (token_loss_sums if self.reports_perplexity else None),
+            callbacks=early_stopping(args.run),
         )
         if trainer.is_world_process_zero():
             outputs.mark_output_dir(args.training.output_dir, self.name)
@@ -305,27 +307,22 @@ class Recipe:
             if args.run.report:
                 step("report", self.write_outputs, trainer, prepared, args, report, metrics_by_split, checks,
                      training_log, verdict, failed)
+            step("model card", write_model_card, output_dir, self, args, metrics_by_split,
+                 verdict.message if verdict else None)
             if failed:
                 found["failed_steps"] = failed
             (output_dir / CHECKS_FILE).write_text(json.dumps(found, indent=1, default=str) + "\n")
             task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
-            saved = {"recipe": self.name, "task": task}
+            finished = {"recipe": self.name, "task": task, "settings": training_settings(args)}
             if isinstance(args.task, GenerationArguments):  # the settings the report's generations were made with
-                saved["decoding"] = args.task.decoding_settings()
-            (output_dir / RECIPE_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+                finished["decoding"] = args.task.decoding_settings()
+            (output_dir / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
         return {k: v for metrics in metrics_by_split.values() for k, v in metrics.items()}
 
     def write_outputs(self, trainer, prepared: Prepared, args: RecipeArgs, report: Report, metrics_by_split,
                       checks: Report, training_log: list[dict], verdict: FitVerdict | None,
                       failed: list[dict[str, str]]) -> None:
         output_dir = Path(args.training.output_dir)
-        name = args.model.model_name_or_path
-        trainer.create_model_card(
-            model_name=output_dir.name,
-            finetuned_from=name if name and not is_local(name) else None,
-            tasks=self.model_card_task,
-            dataset=args.data.dataset_name,
-        )
         front = [("Metrics", metrics_table(metrics_by_split))]
         best_step = verdict.best_step if verdict and verdict.kind == "overfitting" else None
         # With load_best_model_at_end the final evaluation scores the best model again, at the last step; leave it
@@ -510,6 +507,12 @@ class Recipe:
         ]
         lines += [f"- {key}: {value}" for key, value in prepared.facts.items()]
         return "\n".join(lines)
+
+
+def early_stopping(run: RunArguments) -> list[EarlyStoppingCallback]:
+    if run.early_stopping_patience is None:
+        return []
+    return [EarlyStoppingCallback(run.early_stopping_patience, run.early_stopping_threshold)]
 
 
 def few_shot_label_words(label_names: list[str] | None, words: list[str] | None) -> list[str]:

@@ -54,6 +54,16 @@ def metric_order(name: str) -> tuple[int, int]:
     return (2, 0) if name in ("samples", "real_token_share") else (1, 0)
 
 
+# Measurements of the run rather than of the model (time, throughput, sizes): left out of cards and comparisons.
+RUN_MEASUREMENTS = ("_runtime", "_per_second", "_preparation_time", "_samples", "_flos", "epoch")
+
+
+def key_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The figures that describe a model: ``metrics`` without runtimes, throughputs and counts."""
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith(RUN_MEASUREMENTS)}
+
+
 def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
     """One row per metric name, one column per split; the split prefix is dropped from the names. Rows go from
     what the model achieved (loss, perplexity, accuracy, ...) to per-class figures, sizes, and time last."""
@@ -67,11 +77,17 @@ def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
     return markdown_table(rows, ["metric", *metrics_by_split])
 
 
+def loss_points(log_history: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(step, train loss) and (step, eval loss) pairs of a Trainer log history."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    return train, evals
+
+
 def plot_loss_curve(log_history: list[dict[str, Any]], path: Path, best_step: int | None = None) -> bool:
     """Train and eval loss against step, with the step of the lowest eval loss marked when given (overfitting).
     Returns False when there is nothing to plot."""
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    train, evals = loss_points(log_history)
     if not train and not evals:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4))

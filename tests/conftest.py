@@ -42,12 +42,16 @@ def no_network(monkeypatch):
 @pytest.fixture
 def tiny_model_args(tmp_path):
     """Overrides that make any recipe tiny and quick: a 1-layer GPT-2 and the bundled tokenizer."""
+    return tiny_overrides(tmp_path / "run")
+
+
+def tiny_overrides(output_dir: Path) -> dict:
     return {
         "model_type": "gpt2",
         "model_name_or_path": None,
         "config_overrides": "n_layer=1,n_embd=32,n_head=2,n_positions=128",
         "tokenizer_name": str(TOKENIZER_DIR),
-        "output_dir": str(tmp_path / "run"),
+        "output_dir": str(output_dir),
         "report_to": "none",
         "save_strategy": "no",
         "eval_strategy": "no",
