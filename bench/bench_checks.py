@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes import baselines
 from hf_recipes.forgetting import text_perplexity
 

@@ -16,7 +16,7 @@ import torch
 from common import DATA, GPT2_FILES, TINY, require_data, timing_overrides
 
 from hf_recipes.collators import LabelPaddingCollator
-from recipes import instruct
+from hf_recipes.recipes import instruct
 
 
 def overrides(args, **extra) -> dict:

@@ -16,7 +16,7 @@ from common import DATA, GPT2_FILES, TINY, require_data, timing_overrides
 from transformers import TrainingArguments, default_data_collator
 
 from hf_recipes.trainer import make_trainer
-from recipes import lyrics
+from hf_recipes.recipes import lyrics
 
 
 def overrides(args, **extra) -> dict:

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import Trainer, TrainingArguments, default_data_collator  # noqa: E402
 
-from recipes import sentiment  # noqa: E402
+from hf_recipes.recipes import sentiment  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 TINY = "n_layer=2,n_embd=128,n_head=2,n_positions=1024"

@@ -44,7 +44,7 @@ def read_lines(path: str) -> list[str]:
 
 def recipe_for(opts):
     """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None."""
-    import recipes
+    from hf_recipes import recipes
 
     if opts.recipe is None and not opts.help:
         raise RecipeError(f"{opts.parser.prog}: give a recipe (one of {', '.join(recipes.available())})")
@@ -90,7 +90,7 @@ def cmd_sweep(opts, extra: list[str]) -> int:
 
 
 def cmd_demo(opts, extra: list[str]) -> int:
-    import recipes
+    from hf_recipes import recipes
     from hf_recipes.outputs import recipe_of
 
     names = opts.recipes or recipes.available()
@@ -129,7 +129,7 @@ def cmd_predict(opts, extra: list[str]) -> int:
 def cmd_generate(opts, extra: list[str]) -> int:
     import dataclasses
 
-    import recipes
+    from hf_recipes import recipes
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
     from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
@@ -162,12 +162,13 @@ def cmd_compare(opts, extra: list[str]) -> int:
 
 
 def cmd_list(opts, extra: list[str]) -> int:
-    import recipes
+    from hf_recipes import recipes
 
     reject_flags(opts, extra)
 
     for name in recipes.available():
-        print(f"{name}\t{recipes.CONFIG_DIR / (name + '.yaml')}\tdemo: {recipes.demo_config(name)}")
+        demo = recipes.demo_config(name)
+        print(f"{name}\t{recipes.default_config(name)}" + (f"\tdemo: {demo}" if demo.is_file() else ""))
     return 0
 
 

@@ -90,6 +90,11 @@ class Recipe:
     classifies: ClassVar[bool] = False  # a classifier: label balance, baselines and few-shot checks apply
     leakage_unit: ClassVar[str] = "text"  # what one row is, for the leakage check
 
+    @property
+    def demo_config(self) -> Path:
+        """The offline demo config beside the recipe's own (a tiny model, bundled data)."""
+        return self.default_config.parent / "demo" / self.default_config.name
+
     # ---- task-specific parts -------------------------------------------------------------------------
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         """The raw train/validation(/test) splits, checked; the shared flow screens them for leakage next."""

@@ -244,7 +244,7 @@ def sweep(recipe: str, config: str | os.PathLike | None = None, argv: Sequence[s
 
 def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], settings: SweepArguments
               ) -> SweepResult:
-    import recipes
+    from hf_recipes import recipes
 
     optuna = require_optuna()
     recipe = recipes.get(name)

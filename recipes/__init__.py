@@ -1,24 +1,56 @@
-"""The recipes: one module per task, each with its YAML config(s) beside it."""
+"""The recipes: one module per task, its YAML config beside it and a demo config in ``demo/``.
+
+Installed, this folder is the package ``hf_recipes.recipes`` (``from hf_recipes.recipes import sentiment``), so it
+cannot collide with another project's ``recipes``. Recipes register in the entry-point group
+``hf_recipes.recipes`` (``NAME = "module:RECIPE"``): a recipe in another package shows in ``hf-recipes list`` and
+runs with ``hf-recipes train NAME`` with no edit here; its configs sit beside its module (``NAME.yaml``,
+``demo/NAME.yaml``). Listing reads no recipe module, so it stays quick.
+"""
 
 import importlib
+from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
 
-from hf_recipes.errors import RecipeError
+from hf_recipes.errors import RecipeError, did_you_mean
 
-RECIPE_MODULES = {"sentiment": "recipes.sentiment", "lyrics": "recipes.lyrics", "instruct": "recipes.instruct"}
-CONFIG_DIR = Path(__file__).parent
+ENTRY_POINT_GROUP = "hf_recipes.recipes"
+# Registered in pyproject.toml too; listed here so a source tree that was never installed has them.
+BUILT_IN = {name: f"{__name__}.{name}:RECIPE" for name in ("sentiment", "lyrics", "instruct")}
+
+
+def registered() -> dict[str, str]:
+    """Recipe name -> "module:attribute", built-in ones first."""
+    found = dict(BUILT_IN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry.name, entry.value)
+    return found
 
 
 def available() -> list[str]:
-    return [name for name in RECIPE_MODULES if (CONFIG_DIR / f"{name}.yaml").exists()]
+    return list(registered())
 
 
 def get(name: str):
     """The Recipe object of ``name``."""
-    if name not in available():
-        raise RecipeError(f"unknown recipe '{name}' (available: {', '.join(available())})")
-    return importlib.import_module(RECIPE_MODULES[name]).RECIPE
+    recipes = registered()
+    if name not in recipes:
+        raise RecipeError(f"unknown recipe '{name}'{did_you_mean(name, recipes)} (available: {', '.join(recipes)})")
+    module, _, attribute = recipes[name].partition(":")
+    return getattr(importlib.import_module(module), attribute or "RECIPE")
+
+
+def config_dir(name: str) -> Path:
+    """The folder of the recipe's module, which holds its configs (found without importing the module)."""
+    if name not in registered():
+        get(name)  # the error naming the recipes there are
+    spec = find_spec(registered()[name].partition(":")[0])
+    return Path(spec.origin).parent
+
+
+def default_config(name: str) -> Path:
+    return config_dir(name) / f"{name}.yaml"
 
 
 def demo_config(name: str) -> Path:
-    return CONFIG_DIR / "demo" / f"{name}.yaml"
+    return config_dir(name) / "demo" / f"{name}.yaml"

@@ -2,8 +2,8 @@
 
 Python API::
 
-    from recipes import instruct
-    metrics = instruct.run("recipes/demo/instruct.yaml")
+    from hf_recipes.recipes import instruct
+    metrics = instruct.run(instruct.demo_config)
     instruct.generate("runs/demo/instruct", "Name a day of the weekend.")
     instruct.generate("runs/demo/instruct", "Rewrite the sentence in passive voice.", input="The cat ate the fish.")
 """
@@ -335,6 +335,7 @@ def judge_scores(prompts: Sequence[str], references: Sequence[str], generated: S
 
 RECIPE = InstructRecipe()
 build_trainer = RECIPE.build_trainer
+demo_config = RECIPE.demo_config  # works from any directory
 run = RECIPE.run
 
 

@@ -2,8 +2,8 @@
 
 Python API::
 
-    from recipes import lyrics
-    metrics = lyrics.run("recipes/demo/lyrics.yaml")
+    from hf_recipes.recipes import lyrics
+    metrics = lyrics.run(lyrics.demo_config)
     lyrics.generate("runs/demo/lyrics", ["Down by the river"], temperature=0.7)
 """
 
@@ -245,6 +245,7 @@ class LyricsRecipe(Recipe):
 
 RECIPE = LyricsRecipe()
 build_trainer = RECIPE.build_trainer
+demo_config = RECIPE.demo_config  # works from any directory
 run = RECIPE.run
 
 

@@ -2,9 +2,9 @@
 
 Python API::
 
-    from recipes import sentiment
-    trainer, prepared = sentiment.build_trainer("recipes/demo/sentiment.yaml")   # train/evaluate yourself
-    metrics = sentiment.run("recipes/demo/sentiment.yaml", num_train_epochs=1)  # or the whole run
+    from hf_recipes.recipes import sentiment
+    trainer, prepared = sentiment.build_trainer(sentiment.demo_config)   # train/evaluate yourself
+    metrics = sentiment.run(sentiment.demo_config, num_train_epochs=1)  # or the whole run
     sentiment.predict("runs/demo/sentiment", ["what a lovely day"])             # [{"label": ..., "score": ...}]
 """
 
@@ -183,6 +183,7 @@ class SentimentRecipe(Recipe):
 
 RECIPE = SentimentRecipe()
 build_trainer = RECIPE.build_trainer
+demo_config = RECIPE.demo_config  # works from any directory
 run = RECIPE.run
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes import cli
 from tests.conftest import SAMPLES, TOKENIZER_DIR, cli_args
 

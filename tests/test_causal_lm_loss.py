@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recipes import instruct, lyrics
+from hf_recipes.recipes import instruct, lyrics
 from tests.conftest import SAMPLES
 
 NO_DROPOUT = "n_layer=1,n_embd=32,n_head=2,n_positions=128,resid_pdrop=0,embd_pdrop=0,attn_pdrop=0"

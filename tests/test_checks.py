@@ -19,7 +19,7 @@ from hf_recipes import baselines
 from hf_recipes.checks import Baseline, find_leakage, fit_verdict, normalize_text, train_rows_to_keep
 from hf_recipes.report import metrics_table
 from hf_recipes.forgetting import backbone_with_head, text_perplexity
-from recipes import instruct, lyrics, sentiment
+from hf_recipes.recipes import instruct, lyrics, sentiment
 from tests.conftest import TOKENIZER_DIR
 from tests.test_sentiment import tweets
 

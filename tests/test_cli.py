@@ -58,7 +58,7 @@ def test_help_list_version_and_argument_errors_import_no_deep_learning_library(a
 
 
 def test_train_recipe_help_lists_every_flag_grouped_with_help_and_defaults(capsys):
-    import recipes
+    from hf_recipes import recipes
 
     assert cli.main(["train", "sentiment", "--help"]) == 0
     out = capsys.readouterr().out

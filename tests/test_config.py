@@ -3,11 +3,12 @@ from pathlib import Path
 import pytest
 from transformers import TrainingArguments
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes.config import PATH_KEYS, DataArguments, ModelArguments, RunArguments, load_yaml, parse_args
 from hf_recipes.errors import RecipeError
 
-ALL_YAML = sorted(Path(recipes.CONFIG_DIR).rglob("*.yaml"))
+RECIPES_DIR = recipes.config_dir("sentiment")  # the built-in recipes and their YAML
+ALL_YAML = sorted(RECIPES_DIR.rglob("*.yaml"))
 
 
 def test_there_is_a_yaml_for_every_recipe_and_demo():
@@ -17,7 +18,7 @@ def test_there_is_a_yaml_for_every_recipe_and_demo():
         assert recipes.demo_config(name).is_file(), f"no demo config for {name}"
 
 
-@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(recipes.CONFIG_DIR)))
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(RECIPES_DIR)))
 def test_every_yaml_parses_against_the_code(path):
     args = recipes.get(path.stem).parse(path)
     assert isinstance(args.training, TrainingArguments)

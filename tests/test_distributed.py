@@ -17,7 +17,7 @@ import torch
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
-import recipes
+from hf_recipes import recipes
 from tests.conftest import REPO, SAMPLES, cli_args
 from tests.test_reliability import TASK_DATA, final_metrics
 

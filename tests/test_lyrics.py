@@ -8,8 +8,8 @@ import torch
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from recipes import lyrics
-from recipes.lyrics import pack, read_songs, split_songs
+from hf_recipes.recipes import lyrics
+from hf_recipes.recipes.lyrics import pack, read_songs, split_songs
 from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
 
 SONGS = SAMPLES / "lyrics" / "songs.txt"

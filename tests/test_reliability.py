@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes import cli
 from transformers import TrainerState, set_seed
 

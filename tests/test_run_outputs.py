@@ -11,7 +11,7 @@ import yaml
 
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
-from recipes import sentiment
+from hf_recipes.recipes import sentiment
 from tests.conftest import cli_args, tiny_overrides
 from tests.test_sentiment import tweets
 

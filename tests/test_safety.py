@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes import cli
 from tests.conftest import cli_args
 from tests.test_reliability import TASK_DATA

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, GenerationConfig, pipeline, set_seed
 
-from recipes import instruct, lyrics
-from recipes.instruct import InstructArguments, render_prompt
+from hf_recipes.recipes import instruct, lyrics
+from hf_recipes.recipes.instruct import InstructArguments, render_prompt
 from tests.conftest import SAMPLES
 
 

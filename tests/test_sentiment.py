@@ -12,8 +12,8 @@ from hf_recipes import cli
 from tests.conftest import SHARED_DATA, cli_args, needs_shared
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics
-from recipes import sentiment
-from recipes.sentiment import label_names
+from hf_recipes.recipes import sentiment
+from hf_recipes.recipes.sentiment import label_names
 
 WORDS = {"positive": ["love", "great", "happy"], "negative": ["hate", "awful", "sad"], "neutral": ["at", "on", "the"]}
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes.cli import main
 from hf_recipes.config import load_yaml
 from hf_recipes.errors import RecipeError

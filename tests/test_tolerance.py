@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import recipes
+from hf_recipes import recipes
 from hf_recipes import baselines, cli
 from tests.conftest import SHARED_DATA, cli_args, needs_shared
 from tests.test_bad_input import BASE, records, tweets, write
@@ -28,7 +28,7 @@ def test_texts_without_words_still_get_a_tfidf_baseline():
 
 @pytest.mark.parametrize(("step", "target"), [
     ("classification baselines", "hf_recipes.baselines.tfidf_logistic_regression_predictions"),
-    ("task report", "recipes.sentiment.plot_confusion_matrix"),
+    ("task report", "hf_recipes.recipes.sentiment.plot_confusion_matrix"),
     ("report", "hf_recipes.recipe.plot_loss_curve"),
 ])
 def test_a_step_failing_after_training_is_recorded_and_the_run_finishes(step, target, tiny_model_args, monkeypatch,
