@@ -231,9 +231,6 @@ CLASSES = {
                                       "max_train_samples must be a positive"),
     },
 }
-CASES = [(cls, name) for cls, members in CLASSES.items() for name in members]
-
-
 def model_without_weights(folder: Path) -> dict:
     write(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128})
     return {"model_name_or_path": str(folder), "model_type": None, "config_overrides": None}
@@ -281,9 +278,42 @@ def assert_one_error_line(code, err, message):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize(("cls", "case"), CASES, ids=[f"{c}: {n}" for c, n in CASES])
-def test_bad_input_is_one_clear_line_and_writes_nothing(cls, case, tmp_path, capsys, request):
-    hostile = CLASSES[cls][case]
+def members(cls: str):
+    return pytest.mark.parametrize("case", list(CLASSES[cls]))
+
+
+@members("checked before writing")
+def test_settings_are_checked_before_anything_is_written(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["checked before writing"][case], case, tmp_path, capsys, request)
+
+
+@members("cannot learn")
+def test_runs_that_cannot_learn_are_errors(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["cannot learn"][case], case, tmp_path, capsys, request)
+
+
+@members("column types")
+def test_column_types_are_checked_naming_column_split_and_row(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["column types"][case], case, tmp_path, capsys, request)
+
+
+@members("labels")
+def test_labels_are_validated(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["labels"][case], case, tmp_path, capsys, request)
+
+
+@members("run kind")
+def test_verbs_check_the_kind_of_run_they_are_given(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["run kind"][case], case, tmp_path, capsys, request)
+
+
+@members("paths and shapes")
+def test_paths_shapes_and_library_errors_are_one_line(case, tmp_path, capsys, request):
+    assert_refused(CLASSES["paths and shapes"][case], case, tmp_path, capsys, request)
+
+
+def assert_refused(hostile, case: str, tmp_path: Path, capsys, request) -> None:
+    """Exit 2, one error line naming the problem, no traceback, no output_dir, the user's files byte-identical."""
     user = tmp_path / "user"
     user.mkdir()
     models = request.getfixturevalue("finished_runs") if getattr(hostile, "needs_runs", False) else {}
