@@ -381,3 +381,29 @@ def test_a_multi_line_library_message_is_joined_not_cut(tmp_path, capsys):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="train_file not found"):
         cli.main(["--debug", "train", "lyrics", *cli_args({**tiny(tmp_path / "run"), "train_file": "/nope.txt"})])
+
+
+def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(tmp_path):
+    """SIGTERM (a scheduler's kill, `kill PID`) ends a run the way Ctrl-C does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run = {**tiny(tmp_path / "run"), **BASE["lyrics"], "max_steps": 100000, "logging_steps": 1}
+    process = subprocess.Popen([sys.executable, "-u", "-m", "hf_recipes.cli", "train", "lyrics", *cli_args(run)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    lines = []
+    for line in process.stdout:  # wait until it trains
+        lines.append(line)
+        if "'loss'" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=120) == 2, "".join(lines)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [lines[-1]] and "interrupted" in errors[0] and "Traceback" not in "".join(lines)
+    assert not (tmp_path / "run").exists()
