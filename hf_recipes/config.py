@@ -182,6 +182,12 @@ class CheckArguments:
     few_shot_max_samples: int | None = field(
         default=None, metadata={"help": "Score only the first N test rows few-shot (default: all)."}
     )
+    metric_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "More metrics to report, each an evaluate metric: a Hugging Face Hub name (e.g. f1 "
+                          "matthews_correlation; needs the hub or evaluate's cache) or a local metric module. "
+                          "Sentiment scores label ids, instruct the test answers."},
+    )
 
     def __post_init__(self):
         empty_means_unset(self)

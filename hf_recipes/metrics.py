@@ -1,16 +1,34 @@
-"""Metrics that work offline (scikit-learn), shaped for ``Trainer(compute_metrics=...)``."""
+"""Metrics shaped for ``Trainer(compute_metrics=...)`` and the recipes' reports.
+
+The task metrics go through ``evaluate``'s interface (``metric.compute(predictions=..., references=...)``) with
+metric modules shipped in ``hf_recipes/metric_modules`` (loaded offline with ``evaluate.load`` of their folder;
+their arithmetic is scikit-learn's and rouge_score's). ``--metric_names`` adds any other ``evaluate`` metric, by
+hub name or local path.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from transformers import EvalPrediction
 
+from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.model import ensure_hub_reachable, hub_is_offline
+
+logger = logging.getLogger("hf_recipes")
+
+METRIC_MODULES = Path(__file__).parent / "metric_modules"
+# Keys a run writes beside the metrics' own (eval_loss, eval_perplexity, eval_runtime, ...): an added metric never
+# takes them.
+RUN_KEYS = frozenset({"loss", "perplexity", "runtime", "samples_per_second", "steps_per_second", "epoch"})
 
 # Trainer averages per-batch mean losses, and across processes pairs each batch with the others' (and with the
 # samples accelerate repeats to even out the last batches), so its eval loss depends on batch size and process
@@ -18,26 +36,22 @@ from transformers import EvalPrediction
 EXACT_LOSS = "exact_loss"
 
 
-def classification_metrics(eval_pred: EvalPrediction, label_names: Sequence[str]) -> dict[str, float]:
-    """Accuracy, macro-F1, per-class precision/recall (keys ``precision_<label>``, ``recall_<label>``) and the
-    mean cross-entropy over every example."""
+def classification_metrics(eval_pred: EvalPrediction, label_names: Sequence[str],
+                           extra_metrics: dict[str, Any] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1, per-class precision/recall (keys ``precision_<label>``, ``recall_<label>``), the
+    mean cross-entropy over every example, and the scores of ``extra_metrics`` (from :func:`load_metrics`) on the
+    predicted and true label ids."""
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(logits, tuple):
         logits = logits[0]
     predictions = np.asarray(logits).argmax(-1)
-    label_ids = list(range(len(label_names)))
-    precision, recall, _, _ = precision_recall_fscore_support(
-        labels, predictions, labels=label_ids, zero_division=0
-    )
     metrics = {
         EXACT_LOSS: float(F.cross_entropy(torch.as_tensor(np.asarray(logits), dtype=torch.float32),
                                           torch.as_tensor(np.asarray(labels), dtype=torch.long))),
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, labels=label_ids, average="macro", zero_division=0)),
+        **shipped_metric("classification").compute(predictions=predictions, references=labels,
+                                                   label_names=list(label_names)),
     }
-    for name, p, r in zip(label_names, precision, recall):
-        metrics[f"precision_{name}"] = float(p)
-        metrics[f"recall_{name}"] = float(r)
+    metrics.update(extra_scores(extra_metrics, predictions, labels, taken=metrics.keys() | RUN_KEYS))
     return metrics
 
 
@@ -65,23 +79,113 @@ def add_perplexity(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return metrics
 
 
-def normalize_answer(text: str) -> str:
-    """Lower case, whitespace runs collapsed: formatting alone does not make an answer wrong."""
-    return " ".join(text.lower().split())
-
-
 def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Share of predictions equal to their reference after :func:`normalize_answer`."""
-    if not references:
-        return float("nan")
-    return float(np.mean([normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references)]))
+    """Share of predictions equal to their reference, ignoring case and whitespace (NaN for none)."""
+    return shipped_metric("exact_match").compute(predictions=predictions, references=references)["exact_match"]
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F1 (longest common subsequence of words), computed offline with ``rouge_score``."""
-    from rouge_score import rouge_scorer
+    return shipped_metric("rouge_l").compute(predictions=predictions, references=references)["rouge_l"]
 
-    if not references:
-        return float("nan")
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)]))
+
+def shipped_metric(name: str):
+    """One of the metric modules in ``hf_recipes/metric_modules``, loaded with ``evaluate.load`` of its folder."""
+    return load_metric(str(METRIC_MODULES / name))
+
+
+def load_metrics(names: Sequence[str] | None) -> dict[str, Any]:
+    """The ``evaluate`` metric of each name (see :func:`load_metric`), by name."""
+    return {name: load_metric(name) for name in names or ()}
+
+
+@functools.cache
+def load_metric(name_or_path: str):
+    """An ``evaluate`` metric: a local module (its folder or script) or a metric on the Hugging Face Hub.
+
+    A hub metric comes from ``evaluate``'s cache without a connection when the hub is switched off
+    (HF_HUB_OFFLINE=1) or cannot be reached; one that is not cached then is a RecipeError naming it. Loaded once
+    per process; ``keep_in_memory`` keeps ``compute`` from writing files.
+    """
+    import evaluate  # slow to import, and only recipes that score predictions need it
+
+    # evaluate's own rule: a name with at most one "/" that is not on disk is a hub metric (owner/name)
+    local = Path(name_or_path).exists() or name_or_path.count("/") > 1 or Path(name_or_path).is_absolute()
+    hub_problem = None if local else hub_unavailable()
+    try:
+        with evaluate_offline(hub_problem is not None):
+            return evaluate.load(name_or_path, keep_in_memory=True)
+    except FileNotFoundError as err:
+        if local:
+            raise RecipeError(f"metric '{name_or_path}': {one_line(err)}") from None
+        if hub_problem:
+            raise RecipeError(f"metric '{name_or_path}' is not in evaluate's cache and {hub_problem}: load it once "
+                              "with the hub reachable, or give the path of a local metric module") from None
+        raise RecipeError(f"metric '{name_or_path}' is neither a local metric module nor a metric on the "
+                          "Hugging Face Hub") from None
+    except ImportError as err:
+        raise RecipeError(f"metric '{name_or_path}' needs a package that is not installed: {one_line(err)}") from None
+    except Exception as err:  # noqa: BLE001 - a module's own code may fail in any way; say which metric
+        raise RecipeError(f"metric '{name_or_path}' could not be loaded: {type(err).__name__}: {one_line(err)}"
+                          ) from None
+
+
+def hub_unavailable() -> str | None:
+    """Why the hub cannot serve a metric, or None when it can."""
+    if hub_is_offline():
+        return "the Hugging Face Hub is switched off (HF_HUB_OFFLINE=1)"
+    try:
+        ensure_hub_reachable("a metric")
+    except RecipeError:
+        return "the Hugging Face Hub cannot be reached"
+    return None
+
+
+@contextlib.contextmanager
+def evaluate_offline(offline: bool):
+    """``evaluate`` reads only its own HF_EVALUATE_OFFLINE, fixed at import; without it, an absent hub costs
+    connection attempts (and their time-outs) before the cache is tried."""
+    from evaluate import config
+
+    before = config.HF_EVALUATE_OFFLINE
+    config.HF_EVALUATE_OFFLINE = before or offline
+    try:
+        yield
+    finally:
+        config.HF_EVALUATE_OFFLINE = before
+
+
+def extra_scores(metrics: dict[str, Any] | None, predictions, references, taken: Collection[str] = ()
+                 ) -> dict[str, float]:
+    """The numbers each metric (by name, from :func:`load_metrics`) computes, under its own keys; a key already
+    taken (by the recipe's metrics or an earlier metric) is prefixed with the metric's name (a path's last part)."""
+    scores: dict[str, float] = {}
+    for name, metric in (metrics or {}).items():
+        found = single_numbers(metric.compute(predictions=predictions, references=references))
+        for key, value in found.items():
+            scores[f"{Path(name).stem}_{key}" if key in taken or key in scores else key] = value
+    return scores
+
+
+def single_numbers(found: dict | None) -> dict[str, float]:
+    """A metric's results that are one number each; lists, arrays and text cannot go into the metrics files."""
+    return {key: float(value) for key, value in (found or {}).items()
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)}
+
+
+def check_metrics(metrics: dict[str, Any], predictions: list, references: list, inputs: str) -> None:
+    """Each metric scores an example of this run's predictions (``inputs`` says what they are), so a metric that
+    cannot (e.g. binary-only F1 on three labels) is an error before training rather than after it."""
+    for name, metric in metrics.items():
+        try:
+            found = metric.compute(predictions=predictions, references=references) or {}
+        except Exception as err:  # noqa: BLE001 - any failure of the metric's own code
+            raise RecipeError(f"metric '{name}' cannot score {inputs}: {type(err).__name__}: {one_line(err)}"
+                              ) from None
+        kept = single_numbers(found)
+        if not kept:
+            raise RecipeError(f"metric '{name}' gives no single number for {inputs} (it returns "
+                              f"{', '.join(found) or 'nothing'})")
+        if len(kept) < len(found):
+            logger.warning("Metric %s: %s are not single numbers and are left out of the metrics files", name,
+                           ", ".join(key for key in found if key not in kept))

@@ -32,7 +32,7 @@ from hf_recipes.checks import (
 from hf_recipes.config import RecipeArgs, RunArguments, parse_recipe_args
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
-from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
+from hf_recipes.metrics import add_perplexity, check_metrics, load_metrics, mean_token_loss, token_loss_sums
 from hf_recipes.model import clean_tokenizer_state, is_local
 from hf_recipes.model_card import training_settings, write_model_card
 from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
@@ -89,6 +89,7 @@ class Recipe:
     compares_start: ClassVar[bool] = False  # evaluate the starting model too; the report shows both losses
     classifies: ClassVar[bool] = False  # a classifier: label balance, baselines and few-shot checks apply
     leakage_unit: ClassVar[str] = "text"  # what one row is, for the leakage check
+    metric_inputs: ClassVar[str | None] = None  # what --metric_names metrics score; None: nothing beyond the loss
 
     @property
     def demo_config(self) -> Path:
@@ -102,6 +103,11 @@ class Recipe:
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         """Tokenizer, model, tokenized splits, collator and metrics from the raw splits."""
+        raise NotImplementedError
+
+    def metric_example(self, prepared: Prepared, args: RecipeArgs) -> tuple[list, list]:
+        """Predictions and references shaped as this recipe gives them to --metric_names metrics, to try each
+        metric on before training."""
         raise NotImplementedError
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
@@ -159,11 +165,16 @@ class Recipe:
         forgetting_text = forgetting.read_text(forgetting_file) if forgetting_file else None  # fails before training
         if args.checks.few_shot_k is not None and not self.classifies:
             raise RecipeError(f"few_shot_k applies to classification recipes, not {self.name}")
+        if args.checks.metric_names and self.metric_inputs is None:
+            raise RecipeError(f"metric_names does not apply to {self.name}: it scores nothing beyond its loss")
+        extra_metrics = load_metrics(args.checks.metric_names)  # the hub's absence fails before any data is read
         raw = self.load_data(args)
         leakage = self.screen_splits(raw, args)
         prepared = self.prepare(args, raw)
         prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
         self.check_learnable(prepared, args)
+        if extra_metrics:
+            check_metrics(extra_metrics, *self.metric_example(prepared, args), self.metric_inputs)
         if args.checks.few_shot_k is not None:
             few_shot_label_words(prepared.label_names, args.checks.few_shot_label_words)
         if isinstance(args.task, GenerationArguments):

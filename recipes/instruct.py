@@ -31,7 +31,7 @@ from hf_recipes.config import RecipeArgs, check_template
 from hf_recipes.data import drop_empty, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from hf_recipes.metrics import exact_match, rouge_l
+from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
 from hf_recipes.recipe import Prepared, Recipe
@@ -161,6 +161,11 @@ class InstructRecipe(Recipe):
     reports_perplexity = True
     compares_start = True
     leakage_unit = "instruction+input"
+    metric_inputs = "generated and reference answers"
+
+    def metric_example(self, prepared: Prepared, args: RecipeArgs) -> tuple[list, list]:
+        references = list(prepared.raw["test"][args.task.output_column][:2])
+        return references, references
 
     def prompts(self, records, task: InstructArguments) -> list[str]:
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
@@ -269,6 +274,9 @@ class InstructRecipe(Recipe):
         judged, judge_note = judge_scores(self.prompts(test, task), references, generated, task)
         if judged is not None:
             scores["test_judge_score"] = judged
+        added = extra_scores(load_metrics(args.checks.metric_names), generated, references,
+                             taken={key.removeprefix("test_") for key in scores} | RUN_KEYS)
+        scores.update({f"test_{key}": value for key, value in added.items()})
         report.add("Answer scores on the test split", markdown_table([
             {"model": f"starting model (first {shown} records)",
              "exact match": exact_match(prepared.before["answers"], references[:shown]),

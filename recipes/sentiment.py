@@ -24,7 +24,7 @@ from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
 from hf_recipes.data import drop_empty, load_splits, map_splits
 from hf_recipes.errors import RecipeError
-from hf_recipes.metrics import classification_metrics
+from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
 from hf_recipes.recipe import Prepared, Recipe
@@ -111,6 +111,7 @@ class SentimentRecipe(Recipe):
     default_config = HERE / "sentiment.yaml"
     model_card_task = "text-classification"
     classifies = True
+    metric_inputs = "predicted and true label ids"
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         return load_splits(args.data, args.model, args.training.seed,
@@ -149,7 +150,8 @@ class SentimentRecipe(Recipe):
             raw=raw,
             datasets=tokenized,
             data_collator=PaddingCollator(tokenizer),
-            compute_metrics=partial(classification_metrics, label_names=names),
+            compute_metrics=partial(classification_metrics, label_names=names,
+                                    extra_metrics=load_metrics(args.checks.metric_names)),
             label_names=names,
             facts={
                 "labels": ", ".join(names),
@@ -158,6 +160,10 @@ class SentimentRecipe(Recipe):
                 **({"labels without train rows (cannot be learned)": ", ".join(unseen)} if unseen else {}),
             },
         )
+
+    def metric_example(self, prepared: Prepared, args: RecipeArgs) -> tuple[list, list]:
+        label_ids = list(range(len(prepared.label_names)))
+        return label_ids, label_ids
 
     def after_training(self, trainer, prepared, args, report, test_output) -> None:
         names = list(prepared.model.config.id2label.values())
