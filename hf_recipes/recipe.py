@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -25,7 +24,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
-from hf_recipes import baselines, forgetting, outputs
+from hf_recipes import baselines, forgetting, outputs, upstream
 from hf_recipes.checks import (
     Baseline, FitVerdict, Leakage, find_leakage, fit_verdict, label_balance_table, leakage_section, train_rows_to_keep,
 )
@@ -70,12 +69,7 @@ class Prepared:
 def setup_logging(training_args) -> None:
     level = training_args.get_process_log_level()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # A later run in the same process (a notebook, a test) logs to the stderr of its own time.
-    for handler in logging.getLogger().handlers + logging.getLogger("transformers").handlers:
-        if type(handler) is logging.StreamHandler and handler.stream is not sys.stdout:
-            handler.stream = sys.stderr  # (setStream would flush the old one, which may be closed)
-            if "flush" in vars(handler):  # transformers binds its handler's flush to the stderr of its import
-                handler.flush = sys.stderr.flush
+    upstream.log_to_current_stderr()  # a later run in the same process logs to the stderr of its own time
     logger.setLevel(logging.INFO if level <= logging.INFO or training_args.should_log else level)
     transformers.utils.logging.set_verbosity(level)
 

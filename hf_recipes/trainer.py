@@ -10,65 +10,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
-
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-from torch.utils.data import SequentialSampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import has_length
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import EXACT_LOSS
 from hf_recipes.model import autocast_dtype_for_cpu
+from hf_recipes.upstream import TrainerWorkarounds
 
 logger = logging.getLogger(__name__)
 
 
-def loss_averages_over_batch_tokens(model: PreTrainedModel) -> bool:
-    """True for causal LMs, whose loss divides by ``num_items_in_batch`` (tokens in the whole accumulated,
-    all-process batch). Classification heads take a plain per-micro-batch mean and ignore it."""
-    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """LengthGroupedSampler whose order depends on (seed, epoch) only.
-
-    Trainer 5.23 builds LengthGroupedSampler without a generator, so each epoch's permutation is drawn from the
-    global torch RNG when the epoch starts. A run resumed mid-epoch starts that epoch in a fresh process, whose
-    RNG (restored from the checkpoint only after the first batches are fetched) differs from the uninterrupted
-    run's, so it skipped the right number of batches of a different order. Trainer calls ``set_epoch`` on the
-    sampler every epoch (as for accelerate's seedable RandomSampler), and the order is drawn from a generator
-    seeded by seed + epoch, the same in every process and on every resume.
-    """
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator.manual_seed(self.seed + self.epoch)
-        return super().__iter__()
-
-
-class RecipeTrainer(Trainer):
-    """A Trainer that counts real (non-padding) tokens and scales every model's loss correctly."""
+class RecipeTrainer(TrainerWorkarounds):
+    """A Trainer that counts real (non-padding) tokens, stops on a non-finite loss, evaluates with its own collator
+    and reports the exact evaluation loss; it scales every model's loss correctly (see hf_recipes.upstream)."""
 
     def __init__(self, *args, eval_data_collator: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator  # e.g. padding for evaluation where training is padding-free
-        # Trainer assumes any forward(**kwargs) normalises its loss by num_items_in_batch; for a classifier
-        # that would sum the losses over gradient-accumulation steps and scale them by the process count.
-        if not loss_averages_over_batch_tokens(self.accelerator.unwrap_model(self.model)):
-            self.model_accepts_loss_kwargs = False
-        else:
-            # A causal LM's loss shifts the labels, so a row's first label is never a target. Trainer counts
-            # num_items_in_batch over labels[..., 1:] only for models whose loss_type it recognises; GPT-2's is None,
-            # and counting every label would divide the loss by one token too many per row.
-            self._loss_shifts_labels = True
         self.real_tokens = 0
         self.computed_tokens = 0
 
@@ -113,41 +71,6 @@ class RecipeTrainer(Trainer):
         if exact is not None:
             output.metrics[f"{metric_key_prefix}_loss"] = exact
         return output
-
-    def train(self, *args, **kwargs):
-        # evaluate() before train() (the starting model's loss) prepares the bare model for evaluation and marks it
-        # as prepared, so accelerate would skip wrapping it in DistributedDataParallel and every process would train
-        # on its own gradients. Forget that evaluation-only preparation.
-        if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
-            del self.model._is_accelerate_prepared
-            self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
-        return super().train(*args, **kwargs)
-
-    def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if isinstance(sampler, LengthGroupedSampler):
-            # Group by the global batch (every process, every accumulation step) rather than one process's share,
-            # so the order of the data, and so the trained model, is the same for any number of processes.
-            global_batch = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * max(
-                self.args.world_size, 1)
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(global_batch, lengths=sampler.lengths, seed=seed)
-        return sampler
-
-    def _get_eval_sampler(self, eval_dataset):
-        # Under group_by_length, Trainer 5.23 also shuffles evaluation into length groups, so predict() would return
-        # rows out of dataset order. Evaluate in order: predictions line up with the rows they belong to.
-        if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
-            return None  # accelerate shards in order and gathers back in order
-        return SequentialSampler(eval_dataset)
-
-    def _run_epoch(self, *args, **kwargs):
-        # Trainer 5.23 checks for max_steps only after a step, so a run resumed from its final checkpoint (killed
-        # while evaluating) would train one extra step whenever max_steps is not a whole number of epochs.
-        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
-            self.control.should_training_stop = True
-            return None
-        return super()._run_epoch(*args, **kwargs)
 
     def real_token_share(self) -> float | None:
         """Share of computed tokens that were real, summed over all processes."""
