@@ -22,7 +22,7 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedToken
 from transformers.trainer_utils import PredictionOutput
 
 from hf_recipes import forgetting, outputs
-from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, fit_check, screen_splits
+from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, screen_splits
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.data import check_targets
 from hf_recipes.errors import RecipeError
@@ -82,7 +82,6 @@ class Recipe:
     model_card_task: ClassVar[str | None] = None
     # Run after training in this order, each a failed step of its own when it fails.
     checks: ClassVar[tuple[Check, ...]] = (LeakageCheck(), forgetting.ForgettingCheck(), FitCheck())
-    fit_check = staticmethod(fit_check)
 
     @property
     def demo_config(self) -> Path:

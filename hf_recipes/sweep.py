@@ -31,7 +31,7 @@ import yaml
 
 from hf_recipes import config as config_module
 from hf_recipes.errors import RecipeError
-from hf_recipes.report import Report, is_run_measurement, markdown_table
+from hf_recipes.report import Report, format_value, is_run_measurement, markdown_table
 from hf_recipes.search_space import Objective, SearchSpace, SweepArguments  # noqa: F401 - SweepArguments re-exported
 
 logger = logging.getLogger("hf_recipes")
@@ -285,7 +285,7 @@ def write_outputs(result: SweepResult, study, best_values: dict[str, Any], space
 
 
 def sweep_markdown(result: SweepResult, space: SearchSpace, settings: SweepArguments) -> str:
-    best = ", ".join(f"{k} {format_param(v)}" for k, v in result.best_params.items())
+    best = ", ".join(f"{k} {format_value(v)}" for k, v in result.best_params.items())
     report = Report(f"Hyperparameter sweep: {result.recipe}")
     report.add("Objective", f"{len(result.trials)} trial(s) of {settings.n_trials} asked; objective: "
                f"{result.objective.metric} ({result.objective.direction}) of each trial's final evaluation.")
@@ -294,10 +294,6 @@ def sweep_markdown(result: SweepResult, space: SearchSpace, settings: SweepArgum
     report.add("Best", f"Trial {result.best_trial}: {result.objective.metric} = {result.best_objective:.6g} with "
                f"{best}.\n\nTrain with it: `{result.command}`")
     return report.markdown()
-
-
-def format_param(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def print_summary(result: SweepResult) -> None:
