@@ -26,4 +26,4 @@ class _SourceTreeRecipes(importlib.abc.MetaPathFinder):
 
 
 if not (Path(__file__).parent / "recipes").is_dir() and (_SourceTreeRecipes.folder / "__init__.py").is_file():
-    sys.meta_path.append(_SourceTreeRecipes())
+    sys.meta_path.insert(0, _SourceTreeRecipes())  # ahead of an editable install of another checkout

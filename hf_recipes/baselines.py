@@ -13,10 +13,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
 
+from hf_recipes.checks import MAJORITY, Check, RunState, label_balance_table
 from hf_recipes.collators import position_ids_from_mask
 from hf_recipes.config import DEFAULT_FEW_SHOT_TEMPLATE
 from hf_recipes.errors import RecipeError
+from hf_recipes.forgetting import cached_starting_language_model
 from hf_recipes.model import context_length
+from hf_recipes.report import markdown_table
+
 
 def majority_class_predictions(train_labels: Sequence[int], rows: int) -> np.ndarray:
     """Always the most frequent training label (the lowest id among ties)."""
@@ -170,3 +174,83 @@ def few_shot_predictions(
     """The label id whose word the model finds most likely after each prompt."""
     prompts = few_shot_prompts(texts, demonstrations, template)
     return label_log_likelihoods(model, tokenizer, prompts, label_words, batch_size).argmax(1)
+
+
+def few_shot_label_words(label_names: list[str] | None, words: list[str] | None) -> list[str]:
+    """The word each label is scored by: --few_shot_label_words, else the label names when they are words."""
+    if words:
+        if len(words) != len(label_names):
+            raise RecipeError(f"few_shot_label_words has {len(words)} words for {len(label_names)} labels "
+                              f"({', '.join(label_names)})")
+        return list(words)
+    if any(not name.strip() or name.strip().lstrip("-").isdigit() for name in label_names):
+        raise RecipeError(f"labels {', '.join(label_names)} are not words a language model can be asked for; "
+                          "give one word per label with --few_shot_label_words")
+    return [name.strip() for name in label_names]
+
+
+class ClassificationBaselines(Check):
+    """Label balance per split, and the fine-tuned accuracy against the majority class, TF-IDF + logistic
+    regression and (when asked) few-shot prompting, all on the test split (validation without one)."""
+
+    name = "classification baselines"
+
+    def applies(self, run: RunState) -> bool:
+        return run.args.checks.classification_baselines
+
+    def after_training(self, run: RunState) -> None:
+        prepared, args = run.prepared, run.args
+        names, text = prepared.label_names, args.data.text_column
+        labels = {split: list(prepared.datasets[split]["labels"]) for split in prepared.datasets}
+        run.checks.add("Label balance", label_balance_table(labels, names))
+
+        split = "test" if "test" in prepared.datasets else "validation"
+        texts, y_true = list(prepared.raw[split][text]), np.asarray(labels[split])
+        train_texts, train_labels = list(prepared.raw["train"][text]), labels["train"]
+        scored = run.scored
+        y_fine_tuned = np.asarray(scored.predictions[0] if isinstance(scored.predictions, tuple)
+                                  else scored.predictions).argmax(-1)
+        rows = [
+            score_row(MAJORITY, y_true, majority_class_predictions(train_labels, len(y_true)), len(names)),
+            score_row("TF-IDF + logistic regression", y_true, tfidf_logistic_regression_predictions(
+                train_texts, train_labels, texts, args.training.seed), len(names)),
+        ]
+        notes = []
+        if args.checks.few_shot_k is not None:
+            few_rows, note = self.few_shot_rows(run, texts, y_true, y_fine_tuned)
+            rows += few_rows
+            notes.append(note)
+        rows.append(score_row("fine-tuned", y_true, y_fine_tuned, len(names)))
+        run.found["baselines"] = {"split": split, "rows": rows}
+        run.checks.add(f"Baselines on the {split} split", "\n\n".join([markdown_table(rows), *notes]))
+
+    @staticmethod
+    def few_shot_rows(run: RunState, texts, y_true, y_fine_tuned):
+        start_lm, reason = cached_starting_language_model(run)
+        if start_lm is None:
+            return [], f"Few-shot baseline: does not apply ({reason})."
+        prepared, args = run.prepared, run.args
+        options, names, seed = args.checks, prepared.label_names, args.training.seed
+        words = few_shot_label_words(names, options.few_shot_label_words)
+        rows_scored = min(len(texts), options.few_shot_max_samples or len(texts))
+        texts, y_true = texts[:rows_scored], y_true[:rows_scored]
+        train = prepared.raw["train"]
+        train_labels = list(prepared.datasets["train"]["labels"])
+        lm = start_lm.to(run.trainer.args.device)
+        rows = []
+        try:
+            for k in options.few_shot_k:
+                shots = [(train[i][args.data.text_column], words[train_labels[i]])
+                         for i in pick_demonstrations(train_labels, k, seed)]
+                predicted = few_shot_predictions(lm, prepared.tokenizer, texts, words, shots, options.few_shot_template,
+                                                 batch_size=args.training.per_device_eval_batch_size)
+                rows.append(score_row(f"starting LM, {k}-shot prompt", y_true, predicted, len(names)))
+        finally:
+            start_lm.to("cpu")
+        if rows_scored < len(y_fine_tuned):
+            rows.append(score_row(f"fine-tuned (same first {rows_scored} rows)", y_true,
+                                  y_fine_tuned[:rows_scored], len(names)))
+        note = (f"Few-shot: `{args.model.model_name_or_path}` as a plain language model; each label is scored by "
+                f"the log-likelihood of its word ({', '.join(repr(w) for w in words)}) after the prompt; "
+                f"k examples from train, classes in turn, seed {seed}.")
+        return rows, note

@@ -1,16 +1,78 @@
-"""Checks every run makes for the user: data leakage between splits, and over- or underfitting read off the
-logged loss curves. Both are cheap and land in ``report.md``."""
+"""Checks a run makes for the user, each a :class:`Check` a recipe lists: data leakage between splits, and over- or
+underfitting read off the logged loss curves (here), forgetting (forgetting.py) and classification baselines
+(baselines.py). Each adds a section to ``report.md`` and an entry to ``checks.json``."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-from hf_recipes.report import markdown_table
+from hf_recipes.errors import RecipeError
+from hf_recipes.report import Report, markdown_table
 
 EVALUATION_SPLITS = ("validation", "test")
+MAJORITY = "majority class (from train)"  # the baselines table's row of the majority-class baseline
+logger = logging.getLogger("hf_recipes")
+
+
+@dataclass
+class RunState:
+    """What the checks of one run see and write: the trained model, its data and predictions, and their findings."""
+
+    recipe: Any
+    args: Any
+    trainer: Any
+    prepared: Any
+    checks: Report = field(default_factory=lambda: Report("checks"))  # sections, placed first in report.md
+    found: dict[str, Any] = field(default_factory=dict)  # what the checks found, for checks.json
+    failed: list[dict[str, str]] = field(default_factory=list)  # steps that failed after training
+    training_log: list[dict] = field(default_factory=list)  # the curves as trained, before any final evaluation
+    scored: Any = None  # predictions on the test split (a classifier without one: on validation)
+    verdict: FitVerdict | None = None
+
+
+class Check:
+    """One check a recipe lists in ``checks``. ``after_training`` adds a section to ``run.checks`` and an entry to
+    ``run.found``; a failure there is recorded as the failed step ``name`` and the run goes on."""
+
+    name: ClassVar[str]
+    every_process: ClassVar[bool] = False  # it runs the model, which every process of a distributed run must do
+
+    def applies(self, run: RunState) -> bool:
+        return True
+
+    def before_training(self, run: RunState) -> None:
+        """Measure the starting model, when the check compares it with the trained one."""
+
+    def after_training(self, run: RunState) -> None:
+        raise NotImplementedError
+
+
+class LeakageCheck(Check):
+    name = "leakage check"
+
+    def applies(self, run: RunState) -> bool:
+        return run.prepared.leakage is not None
+
+    def after_training(self, run: RunState) -> None:
+        leakage = run.prepared.leakage
+        run.found["leakage"] = dataclasses.asdict(leakage)
+        run.checks.add(f"Data leakage (unit: {leakage.unit})", leakage_section(leakage))
+
+
+class FitCheck(Check):
+    name = "fit check"
+
+    def applies(self, run: RunState) -> bool:
+        return run.args.checks.check_fitting
+
+    def after_training(self, run: RunState) -> None:
+        run.verdict = fit_check(run.training_log, run.args, run.found.get("baselines"))
+        run.found["fitting"] = {"verdict": run.verdict.kind, "lowest_eval_loss_step": run.verdict.best_step}
 
 
 def normalize_text(text: str) -> str:
@@ -80,6 +142,22 @@ def train_rows_to_keep(texts_by_split: dict[str, Sequence[str]]) -> list[int]:
     return [i for i, text in enumerate(texts_by_split["train"]) if normalize_text(text) not in held_out]
 
 
+def screen_splits(raw, texts: dict[str, list[str]], unit: str, dedupe: bool) -> Leakage:
+    """Count rows shared between train and validation/test; with ``dedupe``, drop them from ``raw["train"]``."""
+    leakage = find_leakage(texts, unit)
+    if dedupe:
+        keep = train_rows_to_keep(texts)
+        if not keep:
+            raise RecipeError("--dedupe_splits removed every train row: all of them occur in validation or test")
+        leakage.removed_from_train = len(raw["train"]) - len(keep)
+        raw["train"] = raw["train"].select(keep)
+        logger.info("Removed %d train rows that occur in validation or test", leakage.removed_from_train)
+    elif leakage.leaked:
+        logger.warning("%d validation/test rows also occur in train, compared by %s (see report.md; "
+                       "--dedupe_splits removes them)", leakage.leaked, unit)
+    return leakage
+
+
 def leakage_section(leakage: Leakage) -> str:
     unit = leakage.unit
     rows = [
@@ -137,6 +215,26 @@ def loss_points(log_history: Sequence[dict[str, Any]], key: str) -> list[tuple[i
     """(step, value) of ``key`` in Trainer's log history; one point per step (the last one logged)."""
     points = {entry["step"]: float(entry[key]) for entry in log_history if key in entry and "step" in entry}
     return sorted(points.items())
+
+
+def fit_check(training_log: list[dict], args, baselines_found: dict | None = None) -> FitVerdict | None:
+    """The verdict on a run's curves under its training settings (a classifier's also against its baselines)."""
+    if not args.checks.check_fitting:
+        return None
+    training = args.training
+    rows = {row["model"]: row for row in (baselines_found or {}).get("rows", [])}
+    baseline = (Baseline("accuracy", rows["fine-tuned"]["accuracy"], rows[MAJORITY]["accuracy"])
+                if "fine-tuned" in rows and MAJORITY in rows else None)
+    verdict = fit_verdict(
+        training_log,
+        learning_rate=training.learning_rate,
+        num_train_epochs=training.num_train_epochs if training.max_steps <= 0 else None,
+        load_best_model_at_end=training.load_best_model_at_end,
+        metric_for_best_model=training.metric_for_best_model,
+        baseline=baseline,
+    )
+    logger.info("Fit check: %s", verdict.message.replace("**", ""))
+    return verdict
 
 
 def fit_verdict(

@@ -274,6 +274,15 @@ def field_names(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
 
 
+def given_values(dataclass_types: Sequence[type], argv: Sequence[str]) -> dict[str, Any]:
+    """The fields that the flags in ``argv`` set, read as the parser reads them (``--no_report`` is report: false)
+    and only those: what a config file holds to stand for the command line."""
+    parser = _Parser(dataclass_types, allow_abbrev=False)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # a flag not given leaves no value
+    return vars(parser.parse_known_args(list(argv))[0])
+
+
 def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
     """Every key names a field, and a field that takes one value is not given a list or a mapping."""
     fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}

@@ -266,3 +266,16 @@ def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, t
                 for split, dataset in raw.items()
             }
         )
+
+
+def check_targets(datasets: DatasetDict, hint: str) -> None:
+    """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change."""
+    for split in ("train", "validation"):
+        dataset = datasets[split]
+        if len(dataset) == 0:
+            raise RecipeError(f"the {split} split is empty after preparation; {hint}")
+        if "labels" not in dataset.column_names or not isinstance(dataset[0]["labels"], list):
+            continue  # one label per row (classification): every row is a target
+        if not any(label != -100 for labels in dataset["labels"] for label in labels[1:]):
+            raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or scored; "
+                              f"{hint}")

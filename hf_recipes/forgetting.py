@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from hf_recipes.checks import Check, RunState
 from hf_recipes.config import ModelArguments
 from hf_recipes.data import check_local_file
 from hf_recipes.errors import one_line
 from hf_recipes.model import context_length, hub_kwargs
+from hf_recipes.report import format_change, markdown_table
 
 
 @dataclass
@@ -98,3 +100,65 @@ def backbone_with_head(classifier: PreTrainedModel, start_lm: PreTrainedModel) -
     backbone = getattr(classifier, classifier.base_model_prefix)
     getattr(lm, lm.base_model_prefix).load_state_dict(backbone.state_dict())
     return lm.to(classifier.device)
+
+
+def cached_starting_language_model(run: RunState):
+    """A classifier's starting model with its LM head (loaded once per run), or None and why there is none."""
+    before = run.prepared.before
+    if "start_lm" not in before:
+        before["start_lm"] = starting_language_model(run.args.model)
+    return before["start_lm"]
+
+
+class ForgettingCheck(Check):
+    """Perplexity on forgetting_eval_file before and after fine-tuning."""
+
+    name = "forgetting check"
+    every_process = True
+
+    def applies(self, run: RunState) -> bool:
+        return run.prepared.forgetting_text is not None
+
+    def before_training(self, run: RunState) -> None:
+        run.prepared.before["forgetting"] = self.perplexity(run, fine_tuned=False)
+
+    def after_training(self, run: RunState) -> None:
+        after = self.perplexity(run, fine_tuned=True)
+        run.checks.add("Forgetting", self.section(run, run.prepared.before["forgetting"], after))
+
+    @staticmethod
+    def perplexity(run: RunState, fine_tuned: bool) -> Perplexity | str:
+        """Perplexity of the starting or the fine-tuned model on the file, or why it does not apply."""
+        prepared, trainer = run.prepared, run.trainer
+        text, limit = prepared.forgetting_text, run.args.checks.forgetting_max_tokens
+        if prepared.label_names is None:  # a language model: scored as it is
+            return text_perplexity(trainer.model, prepared.tokenizer, text, limit)
+        start_lm, reason = cached_starting_language_model(run)
+        if start_lm is None:
+            return reason
+        if not fine_tuned:
+            lm = start_lm.to(trainer.args.device)
+            try:
+                return text_perplexity(lm, prepared.tokenizer, text, limit)
+            finally:
+                start_lm.to("cpu")
+        return text_perplexity(backbone_with_head(trainer.model, start_lm), prepared.tokenizer, text, limit)
+
+    @staticmethod
+    def section(run: RunState, before, after) -> str:
+        found = run.found
+        if isinstance(before, str) or isinstance(after, str):
+            found["forgetting"] = {"applies": False, "reason": before if isinstance(before, str) else after}
+            return f"Does not apply to this run: {found['forgetting']['reason']}."
+        found["forgetting"] = {"applies": True, "tokens": before.tokens, "loss_before": before.loss,
+                               "loss_after": after.loss, "perplexity_before": before.perplexity,
+                               "perplexity_after": after.perplexity}
+        how = ("the fine-tuned backbone read through the starting model's LM head"
+               if run.prepared.label_names is not None else "the fine-tuned model")
+        rows = [{"model": "starting model", "loss": before.loss, "perplexity": before.perplexity},
+                {"model": how, "loss": after.loss, "perplexity": after.perplexity}]
+        scored = f"the first {before.tokens:,} tokens" if before.truncated else f"all {before.tokens:,} tokens"
+        change = format_change(before.perplexity, after.perplexity)
+        return (f"Perplexity on `{run.args.checks.forgetting_eval_file}` ({scored}, blocks of the model context):"
+                f"\n\n{markdown_table(rows)}\n\nChange: {change}. A large rise means fine-tuning overwrote what the "
+                "model knew about such text.")

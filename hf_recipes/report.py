@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+
+logger = logging.getLogger("hf_recipes")
 
 
 def format_value(value: Any) -> str:
@@ -58,10 +61,14 @@ def metric_order(name: str) -> tuple[int, int]:
 RUN_MEASUREMENTS = ("_runtime", "_per_second", "_preparation_time", "_samples", "_flos", "epoch")
 
 
+def is_run_measurement(name: str) -> bool:
+    return name.endswith(RUN_MEASUREMENTS)
+
+
 def key_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """The figures that describe a model: ``metrics`` without runtimes, throughputs and counts."""
     return {k: v for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith(RUN_MEASUREMENTS)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not is_run_measurement(k)}
 
 
 def metrics_table(metrics_by_split: dict[str, dict[str, float]]) -> str:
@@ -130,10 +137,56 @@ class Report:
     def add(self, heading: str, body: str) -> None:
         self.sections.append((heading, body))
 
-    def write(self, output_dir: str | Path) -> Path:
-        path = Path(output_dir) / "report.md"
+    def markdown(self) -> str:
         parts = [f"# {self.title}", ""]
         for heading, body in self.sections:
             parts += [f"## {heading}", "", body.rstrip(), ""]
-        path.write_text("\n".join(parts), encoding="utf-8")
+        return "\n".join(parts)
+
+    def write(self, output_dir: str | Path) -> Path:
+        path = Path(output_dir) / "report.md"
+        path.write_text(self.markdown(), encoding="utf-8")
         return path
+
+
+def write_report(run, report: Report, metrics_by_split: dict[str, dict[str, float]]) -> None:
+    """report.md of a finished run (``run`` a checks.RunState): metrics, the loss curve with the fit verdict, the
+    checks' sections, the recipe's own, and the run's settings; steps that failed after training come first."""
+    args, verdict = run.args, run.verdict
+    output_dir = Path(args.training.output_dir)
+    front = [("Metrics", metrics_table(metrics_by_split))]
+    best_step = verdict.best_step if verdict and verdict.kind == "overfitting" else None
+    # With load_best_model_at_end the final evaluation scores the best model again, at the last step; leave it
+    # out so the curve shows the run as it went.
+    curve = run.training_log if args.training.load_best_model_at_end else run.trainer.state.log_history
+    if plot_loss_curve(curve, output_dir / "loss_curve.png", best_step):
+        image = "![train and eval loss against step](loss_curve.png)"
+        front.append(("Loss curve", image + (f"\n\n{verdict.message}" if verdict else "")))
+    elif verdict:
+        front.append(("Over- and underfitting", verdict.message))
+    report.sections[:0] = front + run.checks.sections
+    report.add("Run", run_summary(run, metrics_by_split["train"]))
+    if run.failed:
+        report.sections.insert(0, ("Steps that failed", "The model was trained and saved; these parts of the "
+                                   "report are missing:\n\n" + markdown_table(run.failed)))
+    path = report.write(output_dir)
+    logger.info("Report written to %s", path)
+
+
+def run_summary(run, train_metrics: dict) -> str:
+    args, prepared, training = run.args, run.prepared, run.args.training
+    model = args.model.model_name_or_path or f"{args.model.model_type} from scratch ({args.model.config_overrides})"
+    data = args.data.train_file or args.data.dataset_name
+    share = train_metrics.get("train_real_token_share")
+    lines = [
+        f"- model: `{model}` ({prepared.model.num_parameters() / 1e6:.1f}M parameters)",
+        f"- data: `{data}`; {run.recipe.row_unit(args)} train/validation/test: " + " / ".join(
+            str(len(prepared.datasets[s])) if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
+        f"- precision: {'bf16' if training.bf16 else 'fp16' if training.fp16 else 'fp32'}; "
+        f"batch {training.per_device_train_batch_size} x accumulation {training.gradient_accumulation_steps}"
+        f" x {training.world_size} process(es); lr {training.learning_rate}; "
+        f"schedule {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}",
+        f"- real (non-padding) share of computed training tokens: {'n/a' if share is None else f'{share:.1%}'}",
+    ]
+    lines += [f"- {key}: {value}" for key, value in prepared.facts.items()]
+    return "\n".join(lines)

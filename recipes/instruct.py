@@ -34,7 +34,8 @@ from hf_recipes.generation import GenerationArguments, generate as generate_text
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
-from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -152,14 +153,12 @@ def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
     return {split: before[split] - len(dataset) for split, dataset in raw.items()}
 
 
-class InstructRecipe(Recipe):
+class InstructRecipe(CausalLMRecipe):
     name = "instruct"
     title = "Instruction tuning"
     task_args_class = InstructArguments
     default_config = HERE / "instruct.yaml"
     model_card_task = "text-generation"
-    reports_perplexity = True
-    compares_start = True
     leakage_unit = "instruction+input"
     metric_inputs = "generated and reference answers"
 

@@ -22,7 +22,8 @@ from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
-from hf_recipes.recipe import Prepared, Recipe, load_recipe_file
+from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.recipe import Prepared, load_recipe_file
 from hf_recipes.report import markdown_table
 
 HERE = Path(__file__).parent
@@ -154,14 +155,12 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     }
 
 
-class LyricsRecipe(Recipe):
+class LyricsRecipe(CausalLMRecipe):
     name = "lyrics"
     title = "Song lyrics: causal-LM fine-tuning"
     task_args_class = LyricsArguments
     default_config = HERE / "lyrics.yaml"
     model_card_task = "text-generation"
-    reports_perplexity = True
-    compares_start = True
     leakage_unit = "song"
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:

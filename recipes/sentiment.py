@@ -27,7 +27,8 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
-from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.kinds import ClassifierRecipe
+from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, plot_confusion_matrix
 
 HERE = Path(__file__).parent
@@ -104,13 +105,12 @@ def labels_without_train_rows(raw: DatasetDict, column: str, names: list[str], v
     return [name for i, name in enumerate(names) if i not in present]
 
 
-class SentimentRecipe(Recipe):
+class SentimentRecipe(ClassifierRecipe):
     name = "sentiment"
     title = "Sentiment classification"
     task_args_class = SentimentArguments
     default_config = HERE / "sentiment.yaml"
     model_card_task = "text-classification"
-    classifies = True
     metric_inputs = "predicted and true label ids"
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:

@@ -11,7 +11,7 @@ from hf_recipes import recipes
 from hf_recipes.cli import main
 from hf_recipes.config import load_yaml
 from hf_recipes.errors import RecipeError
-from hf_recipes.sweep import SweepArguments, argv_to_dict, sweep
+from hf_recipes.sweep import SweepArguments, sweep
 from tests.conftest import cli_args
 
 DEMO = recipes.demo_config("sentiment")
@@ -146,14 +146,7 @@ def test_a_finished_sweep_is_not_overwritten_unless_asked(small):
     assert (sweep_dir / "best.yaml").read_text() == "seed: 1\n"
 
 
-def config_file(values: dict, tmp_path: Path) -> Path:
-    """The default sentiment config with ``values`` on top, as a YAML file."""
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({**load_yaml(recipes.get("sentiment").default_config), **values}))
-    return path
-
-
-def test_recipe_flags_are_not_taken_for_range_flags_and_keep_their_values(tmp_path):
+def test_recipe_flags_are_not_taken_for_range_flags_and_keep_their_values(small):
     # --learning_rate and --weight_decay are prefixes of range flags; they must reach the recipe untouched.
     from hf_recipes.cli import build_parser
 
@@ -161,14 +154,17 @@ def test_recipe_flags_are_not_taken_for_range_flags_and_keep_their_values(tmp_pa
         ["sweep", "sentiment", "--n_trials", "1", "--learning_rate", "1e-4", "--weight_decay", "0.05"])
     assert opts.learning_rate_range is None and opts.weight_decay_range == (0.0, 0.1)
     assert extra == ["--learning_rate", "1e-4", "--weight_decay", "0.05"]
-    argv = ["--learning-rate", "1e-4", "--labels", "a", "b", "--fp16", "--seed=3", "--tokenizer_name", "",
-            "--no_report"]
-    values = argv_to_dict(argv, known={"learning_rate", "labels", "fp16", "seed", "tokenizer_name", "report"})
-    assert values == {"learning_rate": "1e-4", "labels": ["a", "b"], "fp16": True, "seed": "3", "tokenizer_name": "",
-                      "report": False}
-    # Written into a config file, the flags parse to what they parse to on the command line.
+    # Every spelling the parser takes (dashes, --key=value, --no_flag, several values) reaches best.yaml as the
+    # value it parses to, and best.yaml parses to the command line with the best hyperparameters.
+    argv = [*cli_args(small), "--labels", "negative", "neutral", "positive", "--seed=3", "--no_report",
+            "--max-eval-samples", "16"]
+    result = sweep("sentiment", DEMO, argv, n_trials=1, batch_sizes=[32], epochs_range=(1, 1))
+    values = load_yaml(result.best_config)
+    assert values["labels"] == ["negative", "neutral", "positive"] and values["seed"] == 3
+    assert values["report"] is False and values["max_eval_samples"] == 16 and values["model_name_or_path"] == ""
     sentiment = recipes.get("sentiment")
-    assert sentiment.parse(config_file(values, tmp_path)) == sentiment.parse(None, argv)
+    best = {**result.best_params, "output_dir": str(result.sweep_dir.parent / "best"), "overwrite_output_dir": True}
+    assert sentiment.parse(result.best_config) == sentiment.parse(DEMO, [*argv, *cli_args(best)])
 
 
 def test_sweep_arguments_dedupe_batch_sizes_and_need_trials():

@@ -29,7 +29,7 @@ def test_texts_without_words_still_get_a_tfidf_baseline():
 @pytest.mark.parametrize(("step", "target"), [
     ("classification baselines", "hf_recipes.baselines.tfidf_logistic_regression_predictions"),
     ("task report", "hf_recipes.recipes.sentiment.plot_confusion_matrix"),
-    ("report", "hf_recipes.recipe.plot_loss_curve"),
+    ("report", "hf_recipes.report.plot_loss_curve"),
 ])
 def test_a_step_failing_after_training_is_recorded_and_the_run_finishes(step, target, tiny_model_args, monkeypatch,
                                                                          caplog):
