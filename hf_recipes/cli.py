@@ -42,25 +42,32 @@ def read_lines(path: str) -> list[str]:
         raise RecipeError(f"file is not UTF-8 text: {path}") from None
 
 
-def recipe_for(opts):
-    """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None."""
-    from hf_recipes import recipes
+def recipe_for(opts, extra: list[str]):
+    """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None. Help and
+    unknown flags of a built-in recipe are answered from the flag index, without loading the recipe."""
+    from hf_recipes import flag_index, recipes
 
     if opts.recipe is None and not opts.help:
         raise RecipeError(f"{opts.parser.prog}: give a recipe (one of {', '.join(recipes.available())})")
+    indexed = flag_index.lookup(opts.recipe) if opts.recipe is not None else None
     if not opts.help:
+        if indexed:
+            flag_index.check_flags(extra, indexed["flags"])
         return recipes.get(opts.recipe)
     print(opts.parser.format_help())
     if opts.recipe is not None:
-        from hf_recipes.config import recipe_help
-
         print(f"Flags of the {opts.recipe} recipe (each overrides the YAML file):\n")
-        print(recipe_help(recipes.get(opts.recipe).task_args_class))
+        if indexed:
+            print(indexed["help"])
+        else:
+            from hf_recipes.config import recipe_help
+
+            print(recipe_help(recipes.get(opts.recipe).task_args_class))
     return None
 
 
 def cmd_train(opts, extra: list[str]) -> int:
-    recipe = recipe_for(opts)
+    recipe = recipe_for(opts, extra)
     if recipe is None:
         return 0
     metrics = recipe.run(opts.config, extra)
@@ -69,7 +76,7 @@ def cmd_train(opts, extra: list[str]) -> int:
 
 
 def cmd_sweep(opts, extra: list[str]) -> int:
-    if recipe_for(opts) is None:
+    if recipe_for(opts, extra) is None:
         return 0
     if opts.n_trials is None:
         raise RecipeError(f"{opts.parser.prog}: the following arguments are required: --n_trials")

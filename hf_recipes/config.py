@@ -352,8 +352,16 @@ def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[s
 
 def recipe_help(task_args_class: type) -> str:
     """Every flag of a recipe with its help text and default, grouped as the dataclasses that hold them."""
-    parser = _Parser(*recipe_dataclasses(task_args_class), usage=argparse.SUPPRESS, add_help=False)
+    from hf_recipes.flag_index import HELP_WIDTH
+
+    parser = _Parser(*recipe_dataclasses(task_args_class), usage=argparse.SUPPRESS, add_help=False,
+                     formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=HELP_WIDTH))
     return parser.format_help()
+
+
+def recipe_flags(task_args_class: type) -> list[str]:
+    """Every ``--flag`` a recipe takes (both spellings of each, and ``--no_x`` of a boolean that defaults to true)."""
+    return flags_of(_Parser(recipe_dataclasses(task_args_class)[0]))
 
 
 def parse_recipe_args(

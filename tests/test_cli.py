@@ -1,6 +1,7 @@
 """The command line itself: help, version, suggestions, and answers that need no deep-learning import."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -8,14 +9,14 @@ import sys
 import pytest
 
 import hf_recipes
-from hf_recipes import cli
+from hf_recipes import cli, flag_index
 from hf_recipes.config import recipe_dataclasses
 from tests.conftest import REPO
 
 # Runs cli.main in a fresh interpreter and reports which heavy libraries the command imported.
 PROBE = """
 import sys
-from hf_recipes import cli
+from hf_recipes import cli, flag_index
 try:
     code = cli.main(sys.argv[1:])
 except SystemExit as exit:
@@ -102,3 +103,25 @@ def test_train_and_sweep_without_a_recipe_or_trials_are_one_line_errors(capsys):
     assert capsys.readouterr().err == "error: hf-recipes train: give a recipe (one of sentiment, lyrics, instruct)\n"
     assert cli.main(["sweep", "sentiment"]) == 2
     assert capsys.readouterr().err == "error: hf-recipes sweep: the following arguments are required: --n_trials\n"
+
+
+@pytest.mark.parametrize("argv", [["train", "sentiment", "--help"], ["sweep", "lyrics", "--help"],
+                                  ["train", "instruct", "--learning_rat", "1e-4", "--output_dir", "x"]])
+def test_recipe_help_and_flag_errors_come_from_the_index_without_deep_learning_imports(argv, capsys):
+    fresh = run_fresh(*argv)
+    assert fresh.stdout.splitlines()[-1] == "heavy imports: none", fresh.stderr
+    index = flag_index.INDEX
+    try:  # the same command with the index out of the way: the full parser answers, identically
+        index.rename(index.with_suffix(".off"))
+        slow = cli.main(argv)
+    finally:
+        index.with_suffix(".off").rename(index)
+    captured = capsys.readouterr()
+    assert fresh.returncode == slow
+    assert "\n".join(fresh.stdout.splitlines()[:-1]).rstrip("\n") == captured.out.rstrip("\n")
+    assert fresh.stderr == captured.err
+
+
+def test_the_flag_index_matches_the_code():
+    """If this fails after an argument changed: python -m hf_recipes.flag_index"""
+    assert json.loads(flag_index.INDEX.read_text()) == flag_index.build()

@@ -1,0 +1,60 @@
+"""Each built-in recipe's flags and ``--help`` text, written ahead of time, so ``hf-recipes train RECIPE --help`` and
+a misspelled flag answer without importing torch and transformers (which takes most of a minute on a small CPU).
+
+The index is used only when it was written with the installed transformers (whose TrainingArguments make most of
+the flags); ``tests/test_cli.py`` checks it against the code. After changing an argument, write it again:
+
+    python -m hf_recipes.flag_index
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from hf_recipes.errors import RecipeError, did_you_mean
+
+INDEX = Path(__file__).with_name("flag_index.json")
+HELP_WIDTH = 100  # help is wrapped to this width, live and indexed alike
+
+
+def build() -> dict:
+    """The index, from the code (imports every built-in recipe, so transformers too)."""
+    import transformers
+
+    from hf_recipes import recipes
+    from hf_recipes.config import recipe_flags, recipe_help
+
+    entries = {}
+    for name in recipes.BUILT_IN:
+        task_args_class = recipes.get(name).task_args_class
+        entries[name] = {"flags": recipe_flags(task_args_class), "help": recipe_help(task_args_class)}
+    return {"transformers": transformers.__version__, "recipes": entries}
+
+
+def lookup(recipe: str) -> dict | None:
+    """``{"flags": [...], "help": "..."}`` of a built-in recipe, or None when the index does not apply."""
+    from hf_recipes import recipes
+
+    if recipes.registered().get(recipe) != recipes.BUILT_IN.get(recipe) or not INDEX.is_file():
+        return None
+    index = json.loads(INDEX.read_text(encoding="utf-8"))
+    try:
+        written_for = version("transformers") == index["transformers"]
+    except PackageNotFoundError:
+        written_for = False
+    return index["recipes"].get(recipe) if written_for else None
+
+
+def check_flags(argv: list[str], flags: list[str]) -> None:
+    """The error the full parser would give for the first unknown ``--flag`` of ``argv``, without the parser."""
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if token.startswith("--") and flag not in flags:
+            raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags)}")
+
+
+if __name__ == "__main__":
+    INDEX.write_text(json.dumps(build(), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {INDEX}")
