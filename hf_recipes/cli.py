@@ -99,6 +99,7 @@ def cmd_sweep(opts, extra: list[str]) -> int:
 def cmd_demo(opts, extra: list[str]) -> int:
     from hf_recipes import recipes
     from hf_recipes.outputs import recipe_of
+    from hf_recipes.report import key_metrics
 
     names = opts.recipes or recipes.available()
     for name in names:
@@ -107,7 +108,7 @@ def cmd_demo(opts, extra: list[str]) -> int:
         # The demo runs again over its own earlier output; a folder of anything else is refused as for train.
         args.run.overwrite_output_dir |= recipe_of(Path(args.training.output_dir)) == name
         metrics = recipe.run_from_args(args)
-        summary = {k: round(v, 4) for k, v in metrics.items() if k.startswith("test_") and isinstance(v, float)}
+        summary = {k: round(v, 4) for k, v in key_metrics(metrics).items() if k.startswith("test_")}
         print(f"[{name}] report: {Path(args.training.output_dir) / 'report.md'}  {json.dumps(summary)}")
     return 0
 
