@@ -1,0 +1,162 @@
+"""A recipe's own training steps against the floor: a bare PyTorch loop over the same model, batches and optimizer.
+
+    .venv/bin/python bench/bench_floor.py --recipe sentiment          # also lyrics, instruct; --steps 20 default
+    .venv/bin/python bench/bench_floor.py --recipe lyrics --no_dropout # losses agree exactly (no dropout RNG)
+
+The model is the demo profile (recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
+Both sides run the same first batches of the recipe's train dataloader (sequential order), the same initial
+weights, AdamW with the recipe's lr, weight decay groups, schedule and gradient clipping. Each side runs 2 untimed
+warm-up steps, then --steps timed ones. Prints seconds per step, real tokens/s, peak RSS and the ratio; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from common import DATA, GPT2_FILES, REPO, require_data, timing_overrides
+from transformers import TrainerCallback, get_scheduler
+
+from hf_recipes.recipes import instruct, lyrics, sentiment
+
+WARMUP = 2
+NO_DROPOUT = "resid_pdrop=0.0,embd_pdrop=0.0,attn_pdrop=0.0,summary_first_dropout=0.0"
+RECIPES = {
+    "sentiment": (sentiment, {"train_file": str(DATA / "tweet_sentiment" / "train.csv"), "test_file": None,
+                              "label_column": "sentiment"}),
+    "lyrics": (lyrics, {"train_file": str(DATA / "lyrics" / "songs.jsonl")}),
+    "instruct": (instruct, {"train_file": str(DATA / "instructions" / "instruction-data.json")}),
+}
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) so each side gets its own peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_mib(field: str = "VmHWM") -> float:
+    """The peak (VmHWM) or current (VmRSS) resident set; ru_maxrss (the process's peak) where /proc lacks it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def real_tokens(batch: dict) -> int:
+    """Counted as RecipeTrainer counts them: the attention mask's ones, or every input id without a mask."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+
+def fused_adamw_on_cpu() -> bool:
+    try:
+        param = torch.nn.Parameter(torch.zeros(2))
+        param.grad = torch.ones(2)
+        torch.optim.AdamW([param], fused=True).step()
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
+def floor_steps(trainer, model, batches: list[dict], fused: bool) -> list[float]:
+    """The bare loop: forward, backward, clip, AdamW (+ the recipe's lr schedule), zero grads. Returns step ends."""
+    args = trainer.args
+    decay = set(trainer.get_decay_parameter_names(model))  # Trainer's weight-decay groups (no bias / LayerNorm)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in params if n in decay], "weight_decay": args.weight_decay},
+              {"params": [p for n, p in params if n not in decay], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  eps=args.adam_epsilon, **({"fused": True} if fused else {"foreach": True}))
+    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(len(batches)),
+                              num_training_steps=len(batches))
+    model.train()
+    ends = []
+    for batch in batches:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ends.append(time.perf_counter())
+    return ends
+
+
+@torch.no_grad()
+def loss_on(model, batch: dict) -> float:
+    model.eval()
+    return float(model(**batch).loss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps (after 2 warm-up steps)")
+    parser.add_argument("--no_dropout", action="store_true",
+                        help="switch dropout off, so both sides' losses match without sharing the dropout RNG")
+    args = parser.parse_args()
+    require_data()
+    recipe, data = RECIPES[args.recipe]
+    demo = REPO / "recipes" / "demo" / f"{args.recipe}.yaml"
+    total = WARMUP + args.steps
+    overrides = timing_overrides(f"runs/bench/floor-{args.recipe}", **data, tokenizer_name=str(GPT2_FILES),
+                                 max_steps=total, logging_steps=10**6, train_sampling_strategy="sequential")
+    overrides.pop("config_overrides")  # the demo profile's model
+    if args.no_dropout:
+        overrides["config_overrides"] = yaml.safe_load(demo.read_text())["config_overrides"] + "," + NO_DROPOUT
+    trainer, prepared = recipe.build_trainer(demo, **overrides)
+    floor_model = copy.deepcopy(prepared.model)  # the same initial weights
+    batches = []
+    for batch in trainer.get_train_dataloader():
+        batches.append(dict(batch))
+        if len(batches) == total:
+            break
+    if len(batches) < total:
+        raise SystemExit(f"error: only {len(batches)} batches in the train split; lower --steps")
+    timed_tokens = sum(real_tokens(b) for b in batches[WARMUP:])
+    fused = fused_adamw_on_cpu()
+
+    start_rss = rss_mib("VmRSS")
+    reset_peak_rss()
+    ends = floor_steps(trainer, floor_model, batches, fused)
+    floor = ((ends[-1] - ends[WARMUP - 1]) / args.steps, rss_mib())
+
+    clock = StepClock()
+    trainer.add_callback(clock)
+    reset_peak_rss()
+    trainer.train()
+    recipe_side = ((clock.ends[-1] - clock.ends[WARMUP - 1]) / args.steps, rss_mib())
+    if trainer.real_tokens != sum(real_tokens(b) for b in batches):
+        print("note: the recipe's train() saw other batches than the materialised ones")
+
+    model = prepared.model
+    print(f"\n{args.recipe}: demo profile ({model.config.n_layer} layers, n_embd {model.config.n_embd}), "
+          f"{Path(data['train_file']).name}, batch {trainer.args.per_device_train_batch_size}, fp32, "
+          f"{args.steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
+          f"{timed_tokens / args.steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
+    print(f"optimizer: {trainer.args.optim.value} (recipe) vs torch.optim.AdamW({'fused' if fused else 'foreach'}=True) "
+          f"(floor), lr {trainer.args.learning_rate:g}, {trainer.args.lr_scheduler_type.value} schedule, "
+          f"clip {trainer.args.max_grad_norm:g}; RSS before training {start_rss:.0f} MiB (data, tokenizer, model)")
+    print(f"{'side':<8}{'s/step':>10}{'real tokens/s':>15}{'peak RSS MiB':>14}{'loss after':>12}")
+    for name, (seconds, rss), trained in (("floor", floor, floor_model), ("recipe", recipe_side, model)):
+        print(f"{name:<8}{seconds:>10.4f}{timed_tokens / args.steps / seconds:>15.0f}{rss:>14.0f}"
+              f"{loss_on(trained, batches[0]):>12.5f}")
+    print(f"recipe / floor time per step: {recipe_side[0] / floor[0]:.2f}x  "
+          f"(loss after = eval-mode loss on the first batch after {total} steps)")
+
+
+if __name__ == "__main__":
+    main()
