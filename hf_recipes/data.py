@@ -268,6 +268,11 @@ def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, t
         )
 
 
+def has_target(labels: list[int]) -> bool:
+    """A causal-LM row teaches something: a label after the first (the model shifts them by one) is not -100."""
+    return any(label != -100 for label in labels[1:])
+
+
 def check_targets(datasets: DatasetDict, hint: str) -> None:
     """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change."""
     for split in ("train", "validation"):
@@ -276,6 +281,6 @@ def check_targets(datasets: DatasetDict, hint: str) -> None:
             raise RecipeError(f"the {split} split is empty after preparation; {hint}")
         if "labels" not in dataset.column_names or not isinstance(dataset[0]["labels"], list):
             continue  # one label per row (classification): every row is a target
-        if not any(label != -100 for labels in dataset["labels"] for label in labels[1:]):
+        if not any(map(has_target, dataset["labels"])):
             raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or scored; "
                               f"{hint}")

@@ -31,6 +31,11 @@ def format_change(before: float, after: float) -> str:
     return f"{format_value(before)} -> {format_value(after)} ({(after - before) / before:+.1%})"
 
 
+def per_split(counts: dict[str, Any]) -> str:
+    """"train 3, validation 0, test 1"."""
+    return ", ".join(f"{split} {count}" for split, count in counts.items())
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "_(none)_"

@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import drop_empty, load_splits, map_splits
+from hf_recipes.data import drop_empty, has_target, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -36,7 +36,7 @@ from hf_recipes.model import keep_packed_sequences_apart, load_model, load_token
 from hf_recipes.predict import load_recipe_file
 from hf_recipes.kinds import CausalLMRecipe
 from hf_recipes.recipe import Prepared
-from hf_recipes.report import markdown_table
+from hf_recipes.report import markdown_table, per_split
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("hf_recipes")
@@ -198,6 +198,7 @@ class InstructRecipe(CausalLMRecipe):
                 "input_ids": [ids for ids, _ in examples],
                 "labels": [labels for _, labels in examples],
                 "truncated": [len(p) + len(r) + 1 > limit for p, r in zip(prompts, responses)],
+                "has_target": [has_target(labels) for _, labels in examples],
             }
 
         tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
@@ -206,14 +207,13 @@ class InstructRecipe(CausalLMRecipe):
             logger.warning("%d train records are longer than %d tokens and were cut (their EOS is lost)",
                            truncated["train"], limit)
         # A record cut inside its prompt has no target left; a batch of only such records would have a 0/0 loss.
-        without_target = {split: sum(not any(t != -100 for t in labels[1:]) for labels in data["labels"])
-                          for split, data in tokenized.items()}
+        without_target = {split: len(data) - sum(data["has_target"]) for split, data in tokenized.items()}
         if any(without_target.values()):
             logger.warning("Dropped records whose prompt fills all %d tokens (no response token left): %s", limit,
-                           ", ".join(f"{s} {n}" for s, n in without_target.items()))
-            tokenized = DatasetDict({split: data.filter(lambda row: any(t != -100 for t in row["labels"][1:]))
+                           per_split(without_target))
+            tokenized = DatasetDict({split: data.filter(lambda keep: keep, input_columns="has_target")
                                      for split, data in tokenized.items()})
-        tokenized = tokenized.remove_columns("truncated")
+        tokenized = tokenized.remove_columns(["truncated", "has_target"])
         if task.padding_free:
             keep_packed_sequences_apart(model, args.training, "padding_free")
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
@@ -233,9 +233,9 @@ class InstructRecipe(CausalLMRecipe):
             facts={
                 "loss on": "prompt and response" if task.train_on_inputs else "response tokens and EOS only",
                 "batching": batching,
-                "records cut at max length": f"{limit} tokens: " + ", ".join(f"{s} {n}" for s, n in truncated.items()),
-                "records dropped (no instruction or no output)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
-                "records dropped (prompt fills max length)": ", ".join(f"{s} {n}" for s, n in without_target.items()),
+                "records cut at max length": f"{limit} tokens: " + per_split(truncated),
+                "records dropped (no instruction or no output)": per_split(dropped),
+                "records dropped (prompt fills max length)": per_split(without_target),
             },
         )
 

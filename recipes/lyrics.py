@@ -24,7 +24,7 @@ from hf_recipes.generation import GenerationArguments, generate as generate_text
 from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.kinds import CausalLMRecipe
 from hf_recipes.recipe import Prepared, load_recipe_file
-from hf_recipes.report import markdown_table
+from hf_recipes.report import markdown_table, per_split
 
 HERE = Path(__file__).parent
 BLANK_LINE = "\n\n"
@@ -210,7 +210,7 @@ class LyricsRecipe(CausalLMRecipe):
             facts={
                 "songs train/validation/test": " / ".join(str(len(raw[s])) for s in ("train", "validation", "test")),
                 "block size": block_size,
-                "tokens dropped (tail shorter than a block)": ", ".join(f"{s} {n}" for s, n in dropped.items()),
+                "tokens dropped (tail shorter than a block)": per_split(dropped),
                 "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask; a song's "
                 "first token is not a target)" if args.task.reset_position_ids
                 else "no (songs attend to earlier songs in the block)",

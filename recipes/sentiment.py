@@ -29,7 +29,7 @@ from hf_recipes.model import load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
 from hf_recipes.kinds import ClassifierRecipe
 from hf_recipes.recipe import Prepared
-from hf_recipes.report import markdown_table, plot_confusion_matrix
+from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
 HERE = Path(__file__).parent
 logger = logging.getLogger("hf_recipes")
@@ -155,7 +155,7 @@ class SentimentRecipe(ClassifierRecipe):
             label_names=names,
             facts={
                 "labels": ", ".join(names),
-                "rows dropped for empty text": ", ".join(f"{s} {n}" for s, n in dropped.items()),
+                "rows dropped for empty text": per_split(dropped),
                 "max tokens per text": limit,
                 **({"labels without train rows (cannot be learned)": ", ".join(unseen)} if unseen else {}),
             },
