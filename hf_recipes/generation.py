@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, set_seed
 
 from hf_recipes.errors import RecipeError
-from hf_recipes.model import context_length
+from hf_recipes.model import bos_prefix, context_length
 from hf_recipes.predict import CAUSAL_LM, open_model_dir
 
 
@@ -78,13 +78,15 @@ def check_generation_settings(settings: GenerationArguments) -> None:
 
 @torch.no_grad()
 def generate(
-    model: PreTrainedModel, tokenizer, prompts: Sequence[str], settings: GenerationArguments
+    model: PreTrainedModel, tokenizer, prompts: Sequence[str], settings: GenerationArguments, add_bos: bool = True
 ) -> list[str]:
     """Continue each prompt; returns only the new text, cut at the first EOS.
 
     Prompts are left-padded in batches (generation appends on the right); the attention mask hides the
     padding and generate() derives position ids from it, so a prompt gives the same tokens alone or in a batch.
     Batches hold prompts of similar length (less padding); outputs come back in the order of ``prompts``.
+    Each prompt starts with the tokenizer's BOS (if it adds one) unless ``add_bos`` is off (a prompt rendered
+    by a chat template holds its own), and never ends with an EOS the tokenizer would add.
     Prompt and answer stay inside the model's context: a prompt too long for it keeps its end (where the
     answer starts), and a batch near the limit gets fewer new tokens, rather than failing at the end of a run.
     """
@@ -92,19 +94,20 @@ def generate(
     model.eval()
     # A copy: padding and truncation settings stick to a fast tokenizer (and to the tokenizer.json it saves).
     tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.padding_side = tokenizer.truncation_side = "left"
+    tokenizer.padding_side = "left"
     config = settings.generation_config(tokenizer)
     context = context_length(model.config)
     prompt_limit = max(1, context - min(settings.max_new_tokens, context // 2))
     set_seed(settings.generation_seed)
-    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]] if prompts else []
-    order = sorted(range(len(prompts)), key=lengths.__getitem__)
+    prefix = bos_prefix(tokenizer) if add_bos else []
+    room = max(1, prompt_limit - len(prefix))  # a prompt too long keeps its BOS and its end, where the answer starts
+    prompt_ids = [prefix + ids[-room:] for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
     outputs: dict[int, str] = {}
     try:
         for start in range(0, len(order), settings.generation_batch_size):
             indices = order[start : start + settings.generation_batch_size]
-            batch = tokenizer([prompts[i] for i in indices], return_tensors="pt", padding=True, truncation=True,
-                              max_length=prompt_limit).to(model.device)
+            batch = tokenizer.pad({"input_ids": [prompt_ids[i] for i in indices]}, return_tensors="pt").to(model.device)
             config.max_new_tokens = min(settings.max_new_tokens, context - batch["input_ids"].shape[1])
             generated = model.generate(**batch, generation_config=config)
             new_tokens = generated[:, batch["input_ids"].shape[1] :]

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -171,6 +172,22 @@ def autocast_dtype_for_cpu() -> torch.dtype | None:
     except OSError:
         return None
     return torch.bfloat16 if {"amx_bf16", "avx512_bf16"} & set(flags) else None
+
+
+def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids a tokenizer puts before every text it encodes (e.g. Llama's BOS; none for GPT-2)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next((i for i in range(len(full)) if full[i : i + len(bare)] == bare), 0)
+    return full[:start]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text as the start of a record: the tokenizer's BOS (if it adds one), never its EOS.
+    Records are built from such pieces, so a tokenizer that adds BOS gets it once per record and one that adds
+    EOS (``add_eos_token``) does not end a prompt with it; the recipes append EOS themselves where a record ends."""
+    prefix = bos_prefix(tokenizer)
+    return [prefix + ids for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def clean_tokenizer_state(tokenizer: PreTrainedTokenizerBase) -> None:

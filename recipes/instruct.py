@@ -32,7 +32,7 @@ from hf_recipes.data import drop_empty, has_target, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
-from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
+from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
 from hf_recipes.kinds import CausalLMRecipe
 from hf_recipes.recipe import Prepared
@@ -191,8 +191,8 @@ class InstructRecipe(CausalLMRecipe):
         limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
 
         def tokenize(batch):
-            prompts = tokenizer(self.prompts(batch, task))["input_ids"]
-            responses = tokenizer(batch[task.output_column])["input_ids"]
+            prompts = encode(tokenizer, self.prompts(batch, task))
+            responses = tokenizer(batch[task.output_column], add_special_tokens=False)["input_ids"]
             examples = [build_example(p, r, eos, limit, task.train_on_inputs) for p, r in zip(prompts, responses)]
             return {
                 "input_ids": [ids for ids, _ in examples],

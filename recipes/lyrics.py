@@ -21,7 +21,7 @@ from hf_recipes.config import RecipeArgs
 from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from hf_recipes.model import keep_packed_sequences_apart, load_model, load_tokenizer, max_length
+from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.kinds import CausalLMRecipe
 from hf_recipes.recipe import Prepared, load_recipe_file
 from hf_recipes.report import markdown_table, per_split
@@ -180,11 +180,11 @@ class LyricsRecipe(CausalLMRecipe):
 
         def tokenize_and_pack(batch):
             if title:  # the head is tokenized on its own, exactly as a title prompt is at generation time
-                heads = tokenizer([title_prompt(t) for t in batch[title]])["input_ids"]
+                heads = encode(tokenizer, [title_prompt(t) for t in batch[title]])
                 bodies = tokenizer(batch[text], add_special_tokens=False)["input_ids"]
                 songs = [head + body for head, body in zip(heads, bodies)]
             else:
-                songs = tokenizer(batch[text])["input_ids"]
+                songs = encode(tokenizer, batch[text])
             return pack([song + [eos] for song in songs], block_size, args.task.reset_position_ids)
 
         # batch_size=None packs each split as one stream, so only one tail per split is dropped
