@@ -10,6 +10,7 @@ from typing import Sequence
 from urllib.parse import urlparse
 
 import torch
+import yaml
 from transformers import AutoConfig, AutoTokenizer, CONFIG_MAPPING, PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_recipes.config import ModelArguments
@@ -95,14 +96,36 @@ def load_config(model_args: ModelArguments, **config_kwargs):
         raise RecipeError("set model_name_or_path (pretrained) or model_type (build from scratch)")
     if model_args.model_type not in CONFIG_MAPPING:
         raise RecipeError(f"unknown model_type '{model_args.model_type}'")
-    config = CONFIG_MAPPING[model_args.model_type]()
-    if model_args.config_overrides:
-        try:
-            config.update_from_string(model_args.config_overrides)
-        except ValueError as err:
-            raise RecipeError(f"bad config_overrides '{model_args.config_overrides}': {err}") from None
+    config_class = CONFIG_MAPPING[model_args.model_type]
+    # Built from the overrides, not updated afterwards: a config derives some fields from others in __init__
+    # (Qwen2's layer_types from num_hidden_layers) and an update would leave them stale.
+    config = config_class(**parse_config_overrides(config_class(), model_args.config_overrides or ""))
     config.update(config_kwargs)
     return config
+
+
+def parse_config_overrides(defaults, overrides: str) -> dict:
+    """``key=value,...`` as in transformers' examples, each value typed like the default it replaces; a key whose
+    default is None (e.g. Phi-3's ``sliding_window``) takes a YAML scalar."""
+    values = {}
+    for pair in filter(None, overrides.split(",")):
+        key, _, text = pair.partition("=")
+        if not hasattr(defaults, key):
+            raise RecipeError(f"bad config_overrides '{overrides}': {defaults.model_type} configs have no '{key}'")
+        default = getattr(defaults, key)
+        try:
+            if isinstance(default, bool):
+                values[key] = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+            elif isinstance(default, (int, float, str)):
+                values[key] = type(default)(text)
+            elif default is None:
+                values[key] = yaml.safe_load(text)
+            else:
+                raise TypeError(f"'{key}' holds a {type(default).__name__}; only numbers, booleans and strings")
+        except (KeyError, ValueError, TypeError) as err:
+            reason = err if isinstance(err, TypeError) else f"'{key}' takes {type(default).__name__} values, got '{text}'"
+            raise RecipeError(f"bad config_overrides '{overrides}': {reason}") from None
+    return values
 
 
 def context_length(config) -> int:
@@ -155,14 +178,36 @@ def max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, reque
     return requested
 
 
-def keep_packed_sequences_apart(model: PreTrainedModel, training_args, layout: str) -> None:
+def keep_packed_sequences_apart(model: PreTrainedModel, training_args, layout: str, switch_off: str) -> None:
     """Sequences packed into one row (position ids restarting, no attention mask) get a block-diagonal mask only
     when the forward pass has no cache: with one, transformers does not look for them and they attend to each
-    other. Refuse ``use_cache`` and switch the model's default off (GPT-2's is on) for use outside the Trainer."""
+    other. Refuse ``use_cache`` and switch the model's default off (GPT-2's is on) for use outside the Trainer.
+    Some families (e.g. OPT) never look for them: packing is refused for those, found by trying."""
     if training_args.use_cache:
         raise RecipeError(f"use_cache must be off with {layout}: with a cache, transformers does not see where "
                           "packed sequences start and they attend to each other")
     model.config.use_cache = False
+    if not separates_packed_sequences(model):
+        raise RecipeError(f"{model.config.model_type} models do not keep sequences packed into one row apart "
+                          f"(transformers gives them no block-diagonal mask), so {layout} would let them attend "
+                          f"to each other: set {switch_off}")
+
+
+@torch.no_grad()
+def separates_packed_sequences(model: PreTrainedModel) -> bool:
+    """Whether a sequence's logits in a packed row (position ids restarting) equal its logits alone: one forward
+    pass over two 3-token sequences, the second different from the first."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = model.get_input_embeddings().weight.device
+        ids = torch.tensor([[1, 2, 3, 3, 2, 1]], device=device)
+        positions = torch.tensor([[0, 1, 2, 0, 1, 2]], device=device)
+        packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits[0, 3:].float()
+        alone = model(input_ids=ids[:, 3:], position_ids=positions[:, 3:], use_cache=False).logits[0].float()
+    finally:
+        model.train(was_training)
+    return torch.allclose(packed, alone, atol=1e-3 * (1 + alone.abs().max().item()), rtol=0)
 
 
 def autocast_dtype_for_cpu() -> torch.dtype | None:

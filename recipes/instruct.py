@@ -215,7 +215,7 @@ class InstructRecipe(CausalLMRecipe):
                                      for split, data in tokenized.items()})
         tokenized = tokenized.remove_columns(["truncated", "has_target"])
         if task.padding_free:
-            keep_packed_sequences_apart(model, args.training, "padding_free")
+            keep_packed_sequences_apart(model, args.training, "padding_free", switch_off="padding_free false")
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
             batching = "padding-free: each batch is one row, position ids restart per record (block-diagonal mask)"
             eval_collator = LabelPaddingCollator(tokenizer)  # evaluation sees one row per record

@@ -175,7 +175,8 @@ class LyricsRecipe(CausalLMRecipe):
                 f"block_size {block_size} is larger than the model's context of {max_length(tokenizer, model, None)}"
             )
         if args.task.reset_position_ids:
-            keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)")
+            keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)",
+                                        switch_off="reset_position_ids false (songs in a block then see earlier ones)")
         text, title, eos = args.data.text_column, args.task.title_column, tokenizer.eos_token_id
 
         def tokenize_and_pack(batch):

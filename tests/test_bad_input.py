@@ -96,6 +96,16 @@ CLASSES = {
             "is of a GPT2ForSequenceClassification, but this run trains a GPT2LMHeadModel"),
         "resume from a folder that is no checkpoint": Case(
             "sentiment", lambda d: {"resume_from_checkpoint": str(d)}, "is not a complete checkpoint folder"),
+        "config_overrides key the family lacks": Case(
+            "sentiment", lambda d: {"config_overrides": "n_layer=1,n_embd=32,n_head=2,n_positions=128,hidden_dim=9"},
+            "gpt2 configs have no 'hidden_dim'"),
+        "config_overrides value of the wrong type": Case(
+            "lyrics", lambda d: {"config_overrides": "n_layer=one,n_embd=32,n_head=2,n_positions=128"},
+            "'n_layer' takes int values, got 'one'"),
+        "packing on a family that cannot keep packed sequences apart": Case(
+            "lyrics", lambda d: {"model_type": "opt", "config_overrides": "num_hidden_layers=1,hidden_size=32,"
+                                 "ffn_dim=32,num_attention_heads=2,max_position_embeddings=128,word_embed_proj_dim=32"},
+            "opt models do not keep sequences packed into one row apart"),
         "negative warmup": Case("sentiment", lambda d: {"warmup_steps": -1}, "Expected value warmup_steps >= 0"),
         "zero accumulation": Case("sentiment", lambda d: {"gradient_accumulation_steps": 0},
                                   "gradient_accumulation_steps must be positive"),
