@@ -1,6 +1,7 @@
 """A recipe's own training steps against the floor: a bare PyTorch loop over the same model, batches and optimizer.
 
-    .venv/bin/python bench/bench_floor.py --recipe sentiment          # also lyrics, instruct; --steps 20 default
+    make bench BENCH=floor                                             # every recipe; --steps 20 default
+    .venv/bin/python bench/bench_floor.py --recipe sentiment          # one (or several) recipes
     .venv/bin/python bench/bench_floor.py --recipe lyrics --no_dropout # losses agree exactly (no dropout RNG)
 
 The model is the demo profile (recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import time
 from pathlib import Path
 
 import torch
 import yaml
-from common import DATA, GPT2_FILES, REPO, require_data, timing_overrides
+from common import DATA, GPT2_FILES, REPO, require_data, reset_peak_rss, rss_mib, timing_overrides
 from transformers import TrainerCallback, get_scheduler
 
 from hf_recipes.recipes import instruct, lyrics, sentiment
@@ -32,19 +32,6 @@ RECIPES = {
     "lyrics": (lyrics, {"train_file": str(DATA / "lyrics" / "songs.jsonl")}),
     "instruct": (instruct, {"train_file": str(DATA / "instructions" / "instruction-data.json")}),
 }
-
-
-def reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) so each side gets its own peak."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def rss_mib(field: str = "VmHWM") -> float:
-    """The peak (VmHWM) or current (VmRSS) resident set; ru_maxrss (the process's peak) where /proc lacks it."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def real_tokens(batch: dict) -> int:
@@ -103,16 +90,22 @@ def loss_on(model, batch: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), nargs="+", default=list(RECIPES),
+                        help="recipes to compare with their floors (default: all three)")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps (after 2 warm-up steps)")
     parser.add_argument("--no_dropout", action="store_true",
                         help="switch dropout off, so both sides' losses match without sharing the dropout RNG")
     args = parser.parse_args()
     require_data()
-    recipe, data = RECIPES[args.recipe]
-    demo = REPO / "recipes" / "demo" / f"{args.recipe}.yaml"
+    for name in args.recipe:
+        compare(name, args)
+
+
+def compare(name: str, args: argparse.Namespace) -> None:
+    recipe, data = RECIPES[name]
+    demo = REPO / "recipes" / "demo" / f"{name}.yaml"
     total = WARMUP + args.steps
-    overrides = timing_overrides(f"runs/bench/floor-{args.recipe}", **data, tokenizer_name=str(GPT2_FILES),
+    overrides = timing_overrides(f"runs/bench/floor-{name}", **data, tokenizer_name=str(GPT2_FILES),
                                  max_steps=total, logging_steps=10**6, train_sampling_strategy="sequential")
     overrides.pop("config_overrides")  # the demo profile's model
     if args.no_dropout:
@@ -143,7 +136,7 @@ def main() -> None:
         print("note: the recipe's train() saw other batches than the materialised ones")
 
     model = prepared.model
-    print(f"\n{args.recipe}: demo profile ({model.config.n_layer} layers, n_embd {model.config.n_embd}), "
+    print(f"\n{name}: demo profile ({model.config.n_layer} layers, n_embd {model.config.n_embd}), "
           f"{Path(data['train_file']).name}, batch {trainer.args.per_device_train_batch_size}, fp32, "
           f"{args.steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
           f"{timed_tokens / args.steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
@@ -151,8 +144,8 @@ def main() -> None:
           f"(floor), lr {trainer.args.learning_rate:g}, {trainer.args.lr_scheduler_type.value} schedule, "
           f"clip {trainer.args.max_grad_norm:g}; RSS before training {start_rss:.0f} MiB (data, tokenizer, model)")
     print(f"{'side':<8}{'s/step':>10}{'real tokens/s':>15}{'peak RSS MiB':>14}{'loss after':>12}")
-    for name, (seconds, rss), trained in (("floor", floor, floor_model), ("recipe", recipe_side, model)):
-        print(f"{name:<8}{seconds:>10.4f}{timed_tokens / args.steps / seconds:>15.0f}{rss:>14.0f}"
+    for side, (seconds, rss), trained in (("floor", floor, floor_model), ("recipe", recipe_side, model)):
+        print(f"{side:<8}{seconds:>10.4f}{timed_tokens / args.steps / seconds:>15.0f}{rss:>14.0f}"
               f"{loss_on(trained, batches[0]):>12.5f}")
     print(f"recipe / floor time per step: {recipe_side[0] / floor[0]:.2f}x  "
           f"(loss after = eval-mode loss on the first batch after {total} steps)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -37,3 +38,16 @@ def timing_overrides(output_dir: str, **extra) -> dict:
         "report": False,
         **extra,
     }
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the peak resident set (VmHWM) so each side gets its own peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def rss_mib(field: str = "VmHWM") -> float:
+    """The peak (VmHWM) or current (VmRSS) resident set; ru_maxrss (the process's peak) where /proc lacks it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
@@ -208,6 +209,22 @@ def separates_packed_sequences(model: PreTrainedModel) -> bool:
     finally:
         model.train(was_training)
     return torch.allclose(packed, alone, atol=1e-3 * (1 + alone.abs().max().item()), rtol=0)
+
+
+def cpu_matmul_rates(size: int = 512, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a ``size``-square matmul in fp32 and under bf16 autocast on this CPU, best of ``repeats``:
+    a one-off check (about a second) of whether bf16 runs natively or is emulated."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    rates = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first call warms up
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * size**3 / best / 1e9
+    return rates
 
 
 def autocast_dtype_for_cpu() -> torch.dtype | None:

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import EXACT_LOSS
-from hf_recipes.model import autocast_dtype_for_cpu
+from hf_recipes.model import autocast_dtype_for_cpu, cpu_matmul_rates
 from hf_recipes.upstream import TrainerWorkarounds
 
 logger = logging.getLogger(__name__)
@@ -99,13 +99,24 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
+# bf16 must beat fp32 by this much on the measured matmul to be chosen: native bf16 is ~2x, emulated ~0.1x
+BF16_MIN_SPEEDUP = 1.2
+
+
 def resolve_precision(training_args: TrainingArguments, mixed_precision: str) -> str:
-    """Turn ``mixed_precision`` (auto/no/bf16/fp16) into TrainingArguments.bf16/fp16; explicit flags win."""
+    """Turn ``mixed_precision`` (auto/measure/no/bf16/fp16) into TrainingArguments.bf16/fp16; explicit flags win.
+    On CPU, auto reads the CPU flags; measure times a matmul in fp32 and bf16 once and takes the faster."""
     if training_args.bf16 or training_args.fp16:
         return "bf16" if training_args.bf16 else "fp16"
-    if mixed_precision == "auto":
+    if mixed_precision in ("auto", "measure"):
         if torch.cuda.is_available() and not training_args.use_cpu:
             mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif mixed_precision == "measure":
+            rates = cpu_matmul_rates()
+            faster = rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"]
+            logger.info("CPU matmul: fp32 %.1f GFLOP/s, bf16 autocast %.1f GFLOP/s: %s", rates["fp32"],
+                        rates["bf16"], "bf16" if faster else "fp32")
+            mixed_precision = "bf16" if faster else "no"
         else:
             mixed_precision = "bf16" if autocast_dtype_for_cpu() is not None else "no"
     training_args.bf16 = mixed_precision == "bf16"

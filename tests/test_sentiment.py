@@ -309,6 +309,22 @@ def test_mixed_precision_reaches_the_accelerator(overrides, precision):
     assert trainer.args.bf16 == (precision == "bf16")
 
 
+@pytest.mark.parametrize("bf16_rate, chosen", [(30.0, "bf16"), (11.0, "no"), (1.0, "no")])
+def test_measured_precision_takes_bf16_only_when_its_matmul_is_clearly_faster(bf16_rate, chosen, monkeypatch,
+                                                                              tmp_path):
+    from transformers import TrainingArguments
+
+    from hf_recipes import trainer as trainer_module
+    from hf_recipes.model import cpu_matmul_rates
+
+    measured = cpu_matmul_rates(size=64, repeats=1)  # the real measurement runs and gives rates
+    assert measured["fp32"] > 0 and measured["bf16"] > 0
+    monkeypatch.setattr(trainer_module, "cpu_matmul_rates", lambda: {"fp32": 10.0, "bf16": bf16_rate})
+    training_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    assert trainer_module.resolve_precision(training_args, "measure") == chosen
+    assert training_args.bf16 == (chosen == "bf16")
+
+
 def test_predictions_come_back_in_dataset_order_under_length_grouping(overrides):
     trainer, prepared = sentiment.build_trainer(**overrides, train_sampling_strategy="group_by_length",
                                                 per_device_eval_batch_size=4)
