@@ -1,13 +1,15 @@
 """prompt_format chat: conversations rendered by the tokenizer's chat template (ChatML by default), the loss on the
 assistant turns only, and inference prompted the same way."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from tokenizers.processors import TemplateProcessing
-from transformers import AutoConfig, AutoTokenizer, DataCollatorWithFlattening, pipeline
+from transformers import (AutoConfig, AutoTokenizer, DataCollatorWithFlattening, GPT2Config, GPT2LMHeadModel,
+                          pipeline)
 
 from hf_recipes import cli
 from hf_recipes.chat import CHATML_TEMPLATE, IM_END, IM_START, chat_examples, use_chat_template
@@ -184,7 +186,7 @@ def llama_like_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def test_a_tokenizers_own_template_is_kept_with_one_bos_and_exact_labels(chat_overrides, tmp_path):
+def test_a_tokenizers_own_template_is_kept_with_one_bos_and_exact_labels(chat_overrides, tmp_path, monkeypatch):
     folder = llama_like_tokenizer(tmp_path / "llama-like")
     _, prepared = instruct.build_trainer(**{**chat_overrides, "tokenizer_name": str(folder)})
     tokenizer = prepared.tokenizer
@@ -203,18 +205,27 @@ def test_a_tokenizers_own_template_is_kept_with_one_bos_and_exact_labels(chat_ov
     assert (example["input_ids"], example["labels"]) == (ids, labels)
     assert tokenizer.decode([t for t in labels if t != -100]) == "Sunday.<|eot_id|>Monday.<|eot_id|>"
 
-    # generation prompts hold the template's BOS only
+    # generation prompts hold the template's BOS only: in the run's answers, generate() and the CLI
     prompts = []
-    original = prepared.model.generate
+    original = GPT2LMHeadModel.generate
 
-    def spy(**batch):
-        prompts.extend(batch["input_ids"].tolist())
-        return original(**batch)
+    def spy(self, **batch):
+        prompts.append(batch["input_ids"].tolist()[0])
+        return original(self, **batch)
 
-    prepared.model.generate = spy
+    monkeypatch.setattr(GPT2LMHeadModel, "generate", spy)
     task = InstructArguments(prompt_format="chat", messages_column="messages", max_new_tokens=1, do_sample=False)
     instruct.RECIPE.answer(prepared, prepared.raw[split].select([index]), task)
     assert prompts == [ids[: len(ids) - len(ids_of(tokenizer, "Monday.")) - 1]]  # up to the last answer's start
+    saved = tmp_path / "saved"
+    prepared.model.save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    (saved / "recipe.json").write_text(json.dumps({"recipe": "instruct", "task": dataclasses.asdict(task)}))
+    instruct.generate(saved, "Name a day.")
+    assert cli.main(["generate", "--model_dir", str(saved), "--instruction", "Name a day."]) == 0
+    one_turn = [bos, head, *ids_of(tokenizer, "user"), tail, *ids_of(tokenizer, "\n\nName a day."), eot, head,
+                *ids_of(tokenizer, "assistant"), tail, *ids_of(tokenizer, "\n\n")]
+    assert prompts[1:] == [one_turn, one_turn]
 
 
 def test_a_template_that_does_not_render_turn_by_turn_is_one_clear_error():
@@ -241,3 +252,17 @@ def test_generate_refuses_messages_for_an_alpaca_run_and_bad_messages(tmp_path):
         instruct.generate(chat, messages=[{"role": "bot", "content": "hi"}])
     with pytest.raises(RecipeError, match="messages_column needs prompt_format chat"):
         InstructArguments(messages_column="messages")
+
+
+def test_a_pretrained_model_learns_the_chatml_markers_and_stops_at_im_end(chat_overrides, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    folder = tmp_path / "pretrained"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=128, vocab_size=len(tokenizer),
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+                    ).save_pretrained(folder)
+    _, prepared = instruct.build_trainer(**{**chat_overrides, "model_type": None, "config_overrides": None,
+                                            "model_name_or_path": str(folder)})
+    end = prepared.tokenizer.convert_tokens_to_ids(IM_END)
+    assert prepared.model.get_input_embeddings().weight.shape[0] == len(tokenizer) + 2 == len(prepared.tokenizer)
+    assert prepared.model.config.eos_token_id == prepared.model.generation_config.eos_token_id == end
+    assert prepared.model.config.pad_token_id == prepared.tokenizer.pad_token_id == tokenizer.eos_token_id
