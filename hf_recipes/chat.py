@@ -77,10 +77,10 @@ def chat_examples(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Se
     """(input ids, labels) of each conversation, whole (not cut to a length): the rendered text tokenized without
     special tokens (the template writes its own BOS). A token is a target when its characters overlap an assistant
     span (every token with ``train_on_inputs``)."""
-    rendered = [answer_spans(tokenizer, messages) for messages in conversations]
     if not tokenizer.is_fast:
         raise RecipeError("prompt_format chat needs a fast tokenizer (one with tokenizer.json): it maps the "
                           "assistant turns to tokens through character offsets")
+    rendered = [answer_spans(tokenizer, messages) for messages in conversations]
     encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     examples = []
     for ids, offsets, (_, spans) in zip(encoded["input_ids"], encoded["offset_mapping"], rendered):

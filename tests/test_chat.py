@@ -133,6 +133,24 @@ def test_the_recipe_trains_on_the_assistant_turns_and_drops_unanswered_records(c
                                    model(**LabelPaddingCollator(tokenizer)(features)).loss, rtol=1e-5, atol=1e-5)
 
 
+def test_conversations_are_cut_at_max_length_and_dropped_when_the_prompt_fills_it(chat_overrides):
+    limit = 40
+    _, prepared = instruct.build_trainer(**{**chat_overrides, "max_seq_length": limit})
+    split, _ = find(prepared, "You are terse.")
+    ids, labels = expected_chatml(prepared.tokenizer, TWO_TURNS)
+    first_target = next(i for i, label in enumerate(labels) if label != -100)
+    assert first_target < limit < len(ids)  # cut after its first answer starts: kept
+    rows = prepared.datasets[split]
+    assert (ids[:limit], labels[:limit]) in list(zip(rows["input_ids"], rows["labels"]))
+    facts = prepared.facts  # "train 3, validation 0, test 1"; the cut count after "40 tokens: "
+    cut, dropped = (sum(int(part.split()[-1]) for part in facts[fact].split(", "))
+                    for fact in ("records cut at max length", "records dropped (prompt fills max length)"))
+    kept = sum(len(data) for data in prepared.datasets.values())
+    assert dropped == sum(len(raw) for raw in prepared.raw.values()) - kept > 0 and cut > dropped
+    assert all(len(e["input_ids"]) <= limit and any(t != -100 for t in e["labels"][1:])
+               for data in prepared.datasets.values() for e in data)
+
+
 def test_an_instruction_record_renders_as_a_user_and_an_assistant_turn(tiny_model_args):
     _, prepared = instruct.build_trainer(**tiny_model_args, train_file=str(SAMPLES / "instructions" / "instructions.json"),
                                          prompt_format="chat")
