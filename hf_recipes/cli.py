@@ -147,7 +147,8 @@ def cmd_generate(opts, extra: list[str]) -> int:
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
     name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
-    prompts = recipes.get(name).cli_prompts(opts, saved["task"])
+    recipe = recipes.get(name)
+    prompts = recipe.cli_prompts(opts, saved["task"])
     known = {f.name for f in dataclasses.fields(GenerationArguments)}
     settings = GenerationArguments(**{k: v for k, v in saved["task"].items() if k in known})
     for key in known:
@@ -155,7 +156,8 @@ def cmd_generate(opts, extra: list[str]) -> int:
             setattr(settings, key, getattr(opts, key))
     check_generation_settings(settings)
     model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
-    for prompt, text in zip(prompts, generate(model, tokenizer, prompts, settings)):
+    answers = generate(model, tokenizer, prompts, settings, add_bos=recipe.cli_add_bos(saved["task"]))
+    for prompt, text in zip(prompts, answers):
         print(f"{prompt}{text}" if name != "instruct" else text.strip())
         print()
     return 0

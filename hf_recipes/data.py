@@ -6,7 +6,7 @@ import codecs
 import csv
 import logging
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 import datasets
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 # File suffix -> datasets builder.
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+ROLES = ("system", "user", "assistant")  # the message roles a conversation column may hold
 
 
 def is_url(path: str) -> bool:
@@ -114,9 +115,47 @@ def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[s
                 continue
             for row, value in enumerate(dataset[column], start=1):
                 if value is not None and not isinstance(value, str):
-                    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
                     raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
-                                      f"text, but row {row} holds {type(value).__name__} {shown}")
+                                      f"text, but row {row} holds {shown(value)}")
+
+
+def shown(value) -> str:
+    """A value's type and (cut) repr, for error lines: ``int 7``, ``list ['a', 'b']``."""
+    text = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def check_message_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[str, str]) -> None:
+    """Conversation columns hold lists of ``{"role", "content"}`` messages (OpenAI's form; roles in ``ROLES``, content
+    text) or nothing: anything else is an error naming the column, the split and the first such row (from 1)."""
+    for split, dataset in raw.items():
+        for column in columns:
+            if column not in dataset.column_names:
+                continue
+            for row, messages in enumerate(dataset[column], start=1):
+                problem = message_problem(messages)
+                if problem:
+                    raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
+                                      f"lists of {{role, content}} messages, but row {row} {problem}")
+
+
+def message_problem(messages) -> str | None:
+    """What is wrong with one conversation, or None (a missing one is dropped later, like an empty text)."""
+    if messages is None:
+        return None
+    if not isinstance(messages, list):
+        return f"holds {shown(messages)}"
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            return f"has message {number} of {shown(message)}"
+        for key in ("role", "content"):
+            if message.get(key) is None:
+                return f"has message {number} without '{key}'"
+        if message["role"] not in ROLES:
+            return f"has message {number} with role {message['role']!r} (roles: {', '.join(ROLES)})"
+        if not isinstance(message["content"], str):
+            return f"has message {number} whose content is {shown(message['content'])}, not text"
+    return None
 
 
 def read_file(builder: str, path: str, option: str, cache_dir: str | None, kwargs: dict) -> Dataset:
@@ -151,6 +190,7 @@ def load_splits(
     required_columns: Iterable[str] = (),
     text_columns: Iterable[str] = (),
     text_kwargs: dict | None = None,
+    message_columns: Iterable[str] = (),
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
 ) -> DatasetDict:
@@ -159,7 +199,8 @@ def load_splits(
     Local files win over ``dataset_name``. A missing validation split is carved from train with ``seed``
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
-    Columns are checked by name, and ``text_columns`` by type (text or missing).
+    Columns are checked by name, ``text_columns`` by type (text or missing) and ``message_columns`` as
+    conversations (:func:`check_message_columns`).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -184,6 +225,7 @@ def load_splits(
             )
 
     check_text_columns(raw, text_columns, sources)
+    check_message_columns(raw, message_columns, sources)
 
     return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
@@ -233,19 +275,25 @@ def random_split(train: Dataset, size: float | int, seed: int) -> tuple[Dataset,
 
 def drop_empty(raw: DatasetDict, column: str) -> dict[str, int]:
     """Drop rows whose ``column`` is missing or blank; return how many each split lost."""
+    return drop_rows(raw, column, lambda text: isinstance(text, str) and text.strip() != "", f"with empty '{column}'")
+
+
+def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], bool], what: str) -> dict[str, int]:
+    """Drop the rows whose ``column`` value fails ``keep`` (``what`` describes them, e.g. "with empty 'output'");
+    return how many each split lost. A split left empty is an error."""
     dropped = {}
     for split in list(raw):
         before = len(raw[split])
         raw[split] = raw[split].filter(
-            lambda batch: [isinstance(t, str) and t.strip() != "" for t in batch[column]],
+            lambda batch: [keep(value) for value in batch[column]],
             batched=True,
-            desc=f"Dropping empty {column} ({split})",
+            desc=f"Dropping rows {what} ({split})",
         )
         dropped[split] = before - len(raw[split])
         if dropped[split]:
-            logger.warning("Dropped %d %s rows with empty or missing '%s'", dropped[split], split, column)
+            logger.warning("Dropped %d %s rows %s", dropped[split], split, what)
         if len(raw[split]) == 0:
-            raise RecipeError(f"the {split} split is empty after dropping rows with empty '{column}'")
+            raise RecipeError(f"the {split} split is empty after dropping rows {what}")
     return dropped
 
 

@@ -124,6 +124,10 @@ class Recipe:
         """The prompts `hf-recipes generate` sends to a model this recipe trained (default: --prompt values)."""
         raise RecipeError(f"`hf-recipes generate` does not apply to {self.name} models")
 
+    def cli_add_bos(self, task: dict) -> bool:
+        """Whether `hf-recipes generate` starts the prompts with the tokenizer's BOS (not when they hold their own)."""
+        return True
+
     # ---- what a kind of model changes (kinds.py) -----------------------------------------------------
     def check_settings(self, args: RecipeArgs) -> None:
         if args.checks.few_shot_k is not None:

@@ -6,6 +6,8 @@ Python API::
     metrics = instruct.run(instruct.demo_config)
     instruct.generate("runs/demo/instruct", "Name a day of the weekend.")
     instruct.generate("runs/demo/instruct", "Rewrite the sentence in passive voice.", input="The cat ate the fish.")
+    # a run trained with prompt_format chat also takes a conversation
+    instruct.generate("runs/chat", messages=[{"role": "user", "content": "Name a day of the weekend."}])
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Sequence
 
 from accelerate.utils import gather_object
 from datasets import DatasetDict
-from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
+from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
 
+from hf_recipes.chat import (answered, chat_examples, generation_prompt, split_last_answer, transcript,
+                             use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import drop_empty, has_target, load_splits, map_splits
+from hf_recipes.data import drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -48,6 +52,7 @@ ALPACA_PROMPT = (
 )
 ALPACA_INPUT = "\n\n### Input:\n{input}"
 GENERATIONS_FILE = "test_generations.jsonl"
+PROMPT_FORMATS = ("alpaca", "chat")
 JUDGE_PROMPT = (
     "Given the input `{prompt}` and correct output `{reference}`, score the model response `{generated}` on a "
     "scale from 0 to 100, where 100 is the best score. Respond with the integer number only."
@@ -56,6 +61,19 @@ JUDGE_PROMPT = (
 
 @dataclass
 class InstructArguments(GenerationArguments):
+    prompt_format: str = field(
+        default="alpaca",
+        metadata={"help": "alpaca: prompt_template / input_template, then the response and EOS. chat: conversations "
+                          "rendered by the tokenizer's chat template, loss on the assistant turns; a tokenizer "
+                          "without a template gets ChatML (<|im_start|> and <|im_end|> added as special tokens, "
+                          "<|im_end|> as EOS)."},
+    )
+    messages_column: str | None = field(
+        default=None,
+        metadata={"help": "prompt_format chat: the column of conversations (lists of {role, content} messages, roles "
+                          "system / user / assistant); unset: instruction / input / output columns, one user turn "
+                          "and one assistant turn per record."},
+    )
     prompt_template: str = field(
         default=ALPACA_PROMPT,
         metadata={"help": "Prompt before the response; holds {instruction} and {input_section}."},
@@ -99,6 +117,10 @@ class InstructArguments(GenerationArguments):
         super().__post_init__()
         check_template(self.prompt_template, "prompt_template", {"instruction", "input_section"})
         check_template(self.input_template, "input_template", {"input"})
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise RecipeError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got '{self.prompt_format}'")
+        if self.messages_column and self.prompt_format != "chat":
+            raise RecipeError("messages_column needs prompt_format chat (the alpaca format has no conversations)")
 
 
 def render_prompt(instruction: str, input: str | None, task: InstructArguments) -> str:
@@ -128,12 +150,37 @@ def chat_template(task: InstructArguments) -> str:
             "{% endfor %}")
 
 
-def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, limit: int, train_on_inputs: bool):
-    """Input ids = prompt + response + EOS, cut at ``limit``. Labels are -100 on the prompt unless
-    ``train_on_inputs``; the response and its EOS are always targets."""
-    input_ids = (prompt_ids + response_ids + [eos])[:limit]
+def user_message(instruction: str | None, input: str | None) -> str:
+    """The user turn of an instruction/input record: the instruction, then a blank line and the input if any."""
+    return (instruction or "") + (f"\n\n{input}" if input and input.strip() else "")
+
+
+def conversations(records, task: InstructArguments) -> list[list[dict[str, str]]]:
+    """Each record (a batch or a Dataset) as messages: its ``messages_column`` (role and content of each message
+    only), or a user turn from its instruction and input and an assistant turn with its output."""
+    if task.messages_column:
+        return [[{"role": m["role"], "content": m["content"]} for m in messages or []]
+                for messages in records[task.messages_column]]
+    return [[{"role": "user", "content": user_message(i, x)}, {"role": "assistant", "content": o or ""}]
+            for i, x, o in zip(records[task.instruction_column], records[task.input_column],
+                               records[task.output_column])]
+
+
+def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, train_on_inputs: bool):
+    """Input ids = prompt + response + EOS. Labels are -100 on the prompt unless ``train_on_inputs``; the response
+    and its EOS are always targets."""
     prompt_labels = prompt_ids if train_on_inputs else [-100] * len(prompt_ids)
-    return input_ids, (prompt_labels + response_ids + [eos])[:limit]
+    return prompt_ids + response_ids + [eos], prompt_labels + response_ids + [eos]
+
+
+def cut_examples(examples: list[tuple[list[int], list[int]]], limit: int) -> dict[str, list]:
+    """The examples cut at ``limit`` tokens, with whether each was cut and still has a target."""
+    return {
+        "input_ids": [ids[:limit] for ids, _ in examples],
+        "labels": [labels[:limit] for _, labels in examples],
+        "truncated": [len(ids) > limit for ids, _ in examples],
+        "has_target": [has_target(labels[:limit]) for _, labels in examples],
+    }
 
 
 def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
@@ -145,8 +192,10 @@ def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
 
 
 def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
-    """Records without an instruction or an output teach nothing (real Alpaca data has a few): drop and count
-    them per split."""
+    """Records without an instruction or an output (a conversation without an assistant answer) teach nothing (real
+    Alpaca data has a few): drop and count them per split."""
+    if task.messages_column:
+        return drop_rows(raw, task.messages_column, answered, f"without an assistant answer in '{task.messages_column}'")
     before = {split: len(dataset) for split, dataset in raw.items()}
     for column in (task.instruction_column, task.output_column):
         drop_empty(raw, column)
@@ -163,14 +212,28 @@ class InstructRecipe(CausalLMRecipe):
     metric_inputs = "generated and reference answers"
 
     def metric_example(self, prepared: Prepared, args: RecipeArgs) -> tuple[list, list]:
-        references = list(prepared.raw["test"][args.task.output_column][:2])
+        references = self.references(prepared.raw["test"].select(range(min(2, len(prepared.raw["test"])))), args.task)
         return references, references
 
-    def prompts(self, records, task: InstructArguments) -> list[str]:
+    def prompts(self, records, task: InstructArguments, tokenizer=None) -> list[str]:
+        """The text each record's answer continues (chat: the conversation before its last answer, rendered by
+        ``tokenizer``'s template with the generation prompt)."""
+        if task.prompt_format == "chat":
+            return [generation_prompt(tokenizer, split_last_answer(messages)[0])
+                    for messages in conversations(records, task)]
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
+
+    def references(self, records, task: InstructArguments) -> list[str]:
+        if task.prompt_format == "chat":
+            return [split_last_answer(messages)[1] for messages in conversations(records, task)]
+        return list(records[task.output_column])
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         task = args.task
+        if task.messages_column:
+            return load_splits(args.data, args.model, args.training.seed, required_columns=(task.messages_column,),
+                               message_columns=(task.messages_column,),
+                               test_split_percentage=task.test_split_percentage)
         return add_missing_inputs(load_splits(
             args.data, args.model, args.training.seed,
             required_columns=(task.instruction_column, task.output_column),
@@ -179,32 +242,38 @@ class InstructRecipe(CausalLMRecipe):
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         task = args.task
+        if task.prompt_format == "chat":  # the user turns
+            return ["\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
+                    for messages in conversations(dataset, task)]
         return [f"{instruction}\n\n{input or ''}".strip()
                 for instruction, input in zip(dataset[task.instruction_column], dataset[task.input_column])]
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         task = args.task
+        chat = task.prompt_format == "chat"
         dropped = drop_incomplete_records(raw, task)
         tokenizer = load_tokenizer(args.model)
-        tokenizer.chat_template = chat_template(task)
+        if chat:
+            template = "ChatML (added)" if use_chat_template(tokenizer) else "the tokenizer's own"
+        else:
+            tokenizer.chat_template = chat_template(task)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
+        if chat:  # generation stops at the end of a turn (a pretrained config still names its own EOS)
+            model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
         limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
 
         def tokenize(batch):
+            if chat:
+                return cut_examples(chat_examples(tokenizer, conversations(batch, task), task.train_on_inputs), limit)
             prompts = encode(tokenizer, self.prompts(batch, task))
             responses = tokenizer(batch[task.output_column], add_special_tokens=False)["input_ids"]
-            examples = [build_example(p, r, eos, limit, task.train_on_inputs) for p, r in zip(prompts, responses)]
-            return {
-                "input_ids": [ids for ids, _ in examples],
-                "labels": [labels for _, labels in examples],
-                "truncated": [len(p) + len(r) + 1 > limit for p, r in zip(prompts, responses)],
-                "has_target": [has_target(labels) for _, labels in examples],
-            }
+            return cut_examples([build_example(p, r, eos, task.train_on_inputs) for p, r in zip(prompts, responses)],
+                                limit)
 
         tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
         truncated = {split: sum(data["truncated"]) for split, data in tokenized.items()}
         if truncated["train"]:
-            logger.warning("%d train records are longer than %d tokens and were cut (their EOS is lost)",
+            logger.warning("%d train records are longer than %d tokens and were cut (their end is lost)",
                            truncated["train"], limit)
         # A record cut inside its prompt has no target left; a batch of only such records would have a 0/0 loss.
         without_target = {split: len(data) - sum(data["has_target"]) for split, data in tokenized.items()}
@@ -231,24 +300,31 @@ class InstructRecipe(CausalLMRecipe):
             data_collator=collator,
             eval_data_collator=eval_collator,
             facts={
-                "loss on": "prompt and response" if task.train_on_inputs else "response tokens and EOS only",
+                "prompt format": f"chat, template: {template}" if chat else "alpaca",
+                "loss on": ("every token" if task.train_on_inputs else
+                            "assistant turns (content and end-of-turn marker) only" if chat else
+                            "response tokens and EOS only"),
                 "batching": batching,
                 "records cut at max length": f"{limit} tokens: " + per_split(truncated),
-                "records dropped (no instruction or no output)": per_split(dropped),
+                ("records dropped (no assistant answer)" if task.messages_column else
+                 "records dropped (no instruction or no output)"): per_split(dropped),
                 "records dropped (prompt fills max length)": per_split(without_target),
             },
         )
 
     def no_targets_hint(self, args: RecipeArgs) -> str:
+        shorten = "shorten the conversations" if args.task.prompt_format == "chat" else "shorten prompt_template"
         return (f"the prompts fill max_seq_length ({args.data.max_seq_length}) before any response token: raise "
-                "max_seq_length or shorten prompt_template")
+                f"max_seq_length or {shorten}")
 
     def before_training(self, trainer, prepared, args, report) -> None:
         examples = prepared.raw["test"].select(range(min(args.task.report_examples, len(prepared.raw["test"]))))
         prepared.before["answers"] = self.answer(prepared, examples, args.task)
 
     def answer(self, prepared: Prepared, records, task: InstructArguments) -> list[str]:
-        texts = generate_text(prepared.model, prepared.tokenizer, self.prompts(records, task), task)
+        # A prompt rendered by a chat template holds the BOS the template writes.
+        texts = generate_text(prepared.model, prepared.tokenizer, self.prompts(records, task, prepared.tokenizer), task,
+                              add_bos=task.prompt_format != "chat")
         return [text.strip() for text in texts]
 
     def after_training(self, trainer, prepared, args, report, test_output) -> dict[str, float] | None:
@@ -259,18 +335,24 @@ class InstructRecipe(CausalLMRecipe):
         generated = gather_object(answers)
         if not trainer.is_world_process_zero():
             return None
-        references = list(test[task.output_column])
-        rows = [
-            {"instruction": i, "input": x, "reference": r, "generated": g}
-            for i, x, r, g in zip(test[task.instruction_column], test[task.input_column], references, generated)
-        ]
+        references = self.references(test, task)
+        if task.prompt_format == "chat":
+            prompts = [split_last_answer(messages)[0] for messages in conversations(test, task)]
+            rows = [{"messages": p, "reference": r, "generated": g} for p, r, g in zip(prompts, references, generated)]
+            questions = [transcript(p) for p in prompts]
+        else:
+            rows = [
+                {"instruction": i, "input": x, "reference": r, "generated": g}
+                for i, x, r, g in zip(test[task.instruction_column], test[task.input_column], references, generated)
+            ]
+            questions = self.prompts(test, task)
         output_dir = Path(args.training.output_dir)
         with open(output_dir / GENERATIONS_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
         shown = len(prepared.before["answers"])
         scores = {"test_exact_match": exact_match(generated, references), "test_rouge_l": rouge_l(generated, references)}
-        judged, judge_note = judge_scores(self.prompts(test, task), references, generated, task)
+        judged, judge_note = judge_scores(questions, references, generated, task)
         if judged is not None:
             scores["test_judge_score"] = judged
         added = extra_scores(load_metrics(args.checks.metric_names), generated, references,
@@ -289,7 +371,8 @@ class InstructRecipe(CausalLMRecipe):
              f"Every answer: `{GENERATIONS_FILE}`.\n\n"
              + judge_note)
         examples = [
-            {"instruction": r["instruction"] + (f"\n\ninput: {r['input']}" if r["input"] else ""),
+            {"instruction": transcript(r["messages"]) if "messages" in r else
+             r["instruction"] + (f"\n\ninput: {r['input']}" if r["input"] else ""),
              "reference": r["reference"], "starting model": start, "fine-tuned": r["generated"]}
             for r, start in zip(rows, prepared.before["answers"])
         ]
@@ -299,7 +382,14 @@ class InstructRecipe(CausalLMRecipe):
     def cli_prompts(self, opts, task: dict) -> list[str]:
         if not opts.instruction:
             raise RecipeError("give --instruction (and --input when the task has one)")
+        if task.get("prompt_format") == "chat":
+            tokenizer = AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
+            return [generation_prompt(tokenizer, [{"role": "user", "content": user_message(opts.instruction,
+                                                                                            opts.input)}])]
         return [render_prompt(opts.instruction, opts.input, saved_templates(task))]
+
+    def cli_add_bos(self, task: dict) -> bool:
+        return task.get("prompt_format") != "chat"  # a chat template writes its own BOS
 
 
 def saved_templates(task: dict) -> InstructArguments:
@@ -346,13 +436,27 @@ demo_config = RECIPE.demo_config  # works from any directory
 run = RECIPE.run
 
 
-def generate(model_dir: str | Path, instruction: str, input: str = "", **settings) -> str:
-    """The answer of a saved instruction-tuned model, prompted with the template it was trained with.
-    ``settings`` are GenerationArguments fields (default: the run's, else plain greedy, up to 256 new tokens)."""
+def generate(model_dir: str | Path, instruction: str | None = None, input: str = "",
+             messages: Sequence[dict[str, str]] | None = None, **settings) -> str:
+    """The answer of a saved instruction-tuned model, prompted the way it was trained: with its prompt template, or
+    (a ``prompt_format: chat`` run) its tokenizer's chat template, given ``messages`` or the instruction and input as
+    one user turn. ``settings`` are GenerationArguments fields (default: the run's, else plain greedy, up to 256 new
+    tokens)."""
     saved = load_recipe_file(model_dir)["task"]
+    chat = saved.get("prompt_format") == "chat"
+    if messages is not None and not chat:
+        raise RecipeError(f"messages= needs a run trained with prompt_format chat; {model_dir} uses the alpaca format")
+    if messages is None and not instruction:
+        raise RecipeError("give an instruction (or, for a chat run, messages)")
+    problem = message_problem(messages) if messages is not None else None
+    if problem:
+        raise RecipeError(f"messages must be a list of {{role, content}} messages, but it {problem}")
     known = {f.name for f in dataclasses.fields(GenerationArguments)}
     defaults = InstructArguments()
     options = {**{k: getattr(defaults, k) for k in known}, **{k: v for k, v in saved.items() if k in known}, **settings}
     model, tokenizer = load_causal_lm(model_dir)
-    prompt = render_prompt(instruction, input, saved_templates(saved))
-    return generate_text(model, tokenizer, [prompt], GenerationArguments(**options))[0].strip()
+    if chat:
+        prompt = generation_prompt(tokenizer, messages or [{"role": "user", "content": user_message(instruction, input)}])
+    else:
+        prompt = render_prompt(instruction, input, saved_templates(saved))
+    return generate_text(model, tokenizer, [prompt], GenerationArguments(**options), add_bos=not chat)[0].strip()

@@ -68,6 +68,18 @@ def records(n=30, **fields):
     return [{"instruction": f"Say {i}.", "input": "", "output": str(i), **fields} for i in range(n)]
 
 
+def chats(bad_row=None, n=30) -> dict:
+    """Flags for a chat run on ``n`` conversations, row 5 replaced by ``bad_row`` (as the "messages" value)."""
+    rows = [[{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"Said {i}."}] for i in range(n)]
+    if bad_row is not None:
+        rows[4] = bad_row
+
+    def change(folder: Path) -> dict:
+        text = "".join(json.dumps({"messages": messages}) + "\n" for messages in rows)
+        return {"train_file": write(folder, "chat.jsonl", text), "prompt_format": "chat", "messages_column": "messages"}
+    return change
+
+
 def with_bad_row(rows, index, **fields):
     rows = [dict(r) for r in rows]
     rows[index].update(fields)
@@ -109,6 +121,8 @@ CLASSES = {
         "negative warmup": Case("sentiment", lambda d: {"warmup_steps": -1}, "Expected value warmup_steps >= 0"),
         "zero accumulation": Case("sentiment", lambda d: {"gradient_accumulation_steps": 0},
                                   "gradient_accumulation_steps must be positive"),
+        "unknown prompt_format": Case("instruct", lambda d: {"prompt_format": "chatml"},
+                                      "prompt_format must be one of alpaca, chat, got 'chatml'"),
         "best model without matching save and eval": Case(
             "sentiment", lambda d: {"load_best_model_at_end": True, "eval_strategy": "epoch", "save_strategy": "no"},
             "--load_best_model_at_end requires the save and eval strategy to match"),
@@ -124,6 +138,9 @@ CLASSES = {
             "the train split is empty after preparation; the prompts fill max_seq_length (8)"),
         "every output empty": Case("instruct", lambda d: {"train_file": write(d, "empty.json", records(output=" "))},
                                    "the train split is empty after dropping rows with empty 'output'"),
+        "no conversation answered": Case("instruct", lambda d: chats()(d) | {"train_file": write(
+            d, "unanswered.jsonl", (json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n") * 30)},
+            "the train split is empty after dropping rows without an assistant answer in 'messages'"),
         "every text empty": Case("sentiment", lambda d: {"train_file": write(d, "blank.json", tweets(["a", "b"] * 10,
                                                                                                     [""] * 20)),
                                                        "test_file": None},
@@ -149,6 +166,15 @@ CLASSES = {
             "instruct", lambda d: {"train_file": write(d, "mixed.jsonl", "\n".join(
                 json.dumps(r) for r in with_bad_row(records(), 7, instruction=7)))},
             "instruction"),
+        "messages that are not a list": Case("instruct", chats("hi"), "must hold lists of {role, content} messages, "
+                                                                     "but row 5 holds str 'hi'"),
+        "a message without a role": Case("instruct", chats([{"content": "x"}, {"role": "assistant", "content": "y"}]),
+                                         "but row 5 has message 1 without 'role'"),
+        "a message with an unknown role": Case("instruct", chats([{"role": "bot", "content": "x"}]),
+                                               "but row 5 has message 1 with role 'bot' (roles: system, user, assistant)"),
+        "a message whose content is a number": Case(
+            "instruct", chats([{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]),
+            "but row 5 has message 1 whose content is int 5, not text"),
         "parquet text column of integers": Case(
             "lyrics", lambda d: {"train_file": write(d, "songs.parquet", pd.DataFrame({"text": range(50)}))},
             "column 'text' of the train split"),
