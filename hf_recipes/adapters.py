@@ -60,6 +60,8 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(training.gradient_checkpointing),
             gradient_checkpointing_kwargs=training.gradient_checkpointing_kwargs)
+    if peft.lora_target_modules:
+        check_target_modules(model, peft.lora_target_modules)
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if is_classifier(model) else TaskType.CAUSAL_LM,
         r=peft.lora_r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout,
@@ -75,6 +77,19 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
     trainable, total = wrapped.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return wrapped
+
+
+def check_target_modules(model: PreTrainedModel, targets: list[str]) -> None:
+    """Each of ``lora_target_modules`` names a module (by its full name or its last parts, as PEFT matches them)."""
+    from transformers.pytorch_utils import Conv1D
+
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith("." + t) for name in names)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, (torch.nn.Linear, Conv1D))})
+        raise RecipeError(f"lora_target_modules {', '.join(missing)}: no module of that name in this "
+                          f"{type(model).__name__}; its linear layers are {', '.join(linear)}")
 
 
 def facts(model, peft: PeftArguments) -> dict[str, str]:

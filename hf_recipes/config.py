@@ -469,12 +469,14 @@ def check_peft(peft: PeftArguments, model: ModelArguments, training: TrainingArg
 
         import torch
 
-        missing = [what for what, absent in (
-            ("a CUDA GPU", not torch.cuda.is_available() or training.use_cpu),
-            ("bitsandbytes", importlib.util.find_spec("bitsandbytes") is None)) if absent]
-        if missing:
-            raise RecipeError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; this run has no "
-                              f"{' and no '.join(missing)}: train without load_in_4bit (plain LoRA) here")
+        reasons = []
+        if not torch.cuda.is_available() or training.use_cpu:
+            reasons.append("this run has no CUDA GPU" + (" (use_cpu is set)" if torch.cuda.is_available() else ""))
+        if importlib.util.find_spec("bitsandbytes") is None:
+            reasons.append("bitsandbytes is not installed (pip install bitsandbytes)")
+        if reasons:
+            raise RecipeError(f"load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; {' and '.join(reasons)}: "
+                              "train without load_in_4bit (plain LoRA) here")
 
 
 def launched_without_accelerator() -> bool:
