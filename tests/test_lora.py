@@ -305,3 +305,15 @@ def test_an_adapter_whose_local_base_is_gone_is_one_line(finished, tmp_path, cap
     (copy / "adapter_config.json").write_text(json.dumps(adapter))
     assert_one_error_line(cli.main(["predict", "sentiment", "--model_dir", str(copy), "hi"]),
                           capsys.readouterr().err, f"the base model of the adapter in {copy} is gone")
+
+
+def test_an_adapter_on_a_base_folder_with_its_own_code_is_refused(finished, base, tmp_path, capsys):
+    copy, code_base = tmp_path / "copy", tmp_path / "base"
+    shutil.copytree(finished("lyrics")[0], copy)
+    shutil.copytree(base, code_base)
+    config = json.loads((code_base / "config.json").read_text())
+    (code_base / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "x.Model"}}))
+    adapter = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps({**adapter, "base_model_name_or_path": str(code_base)}))
+    assert_one_error_line(cli.main(["generate", "--model_dir", str(copy), "--prompt", "x"]), capsys.readouterr().err,
+                          f"{code_base} ships its own Python code (config.json has auto_map)")
