@@ -52,11 +52,61 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default="sdpa", metadata={"help": "Attention kernel: sdpa (default), eager, flash_attention_2."}
     )
+    # Not a flag: how from_pretrained quantizes the base, set from PeftArguments.load_in_4bit (QLoRA).
+    quantization_config: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         empty_means_unset(self)
         if self.config_overrides and self.model_name_or_path:
             raise RecipeError("config_overrides only applies to a model built from scratch: unset model_name_or_path")
+
+
+@dataclass
+class PeftArguments:
+    """LoRA / QLoRA fine-tuning with PEFT (the names of TRL's ModelConfig)."""
+
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train a LoRA adapter instead of every weight (the base stays frozen)."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling: the update is scaled by lora_alpha / lora_r."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path, in [0, 1)."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names that get LoRA (e.g. c_attn c_proj). Default: every linear layer of the model "
+                          "except its output head (PEFT's all-linear)."},
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules trained in full and saved with the adapter (a classifier's head always is)."},
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "Also write output_dir/merged/: the base model with the adapter merged in, a plain "
+                          "transformers model."},
+    )
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the frozen base in 4 bits (bitsandbytes; needs a CUDA GPU)."}
+    )
+    bnb_4bit_quant_type: str = field(
+        default="nf4", metadata={"help": "4-bit quantization type.", "choices": ["nf4", "fp4"]}
+    )
+
+    def __post_init__(self):
+        empty_means_unset(self)
+        if self.lora_r < 1:
+            raise RecipeError(f"lora_r must be 1 or more, got {self.lora_r}")
+        if not 0 <= self.lora_dropout < 1:  # also catches NaN
+            raise RecipeError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.load_in_4bit and not self.use_peft:
+            raise RecipeError("load_in_4bit (QLoRA) trains a LoRA adapter on the quantized base: add --use_peft true")
+        if not self.use_peft:
+            changed = [f.name for f in dataclasses.fields(self)
+                       if f.name != "use_peft" and getattr(self, f.name) != f.default]
+            if changed:
+                verb = "apply" if len(changed) > 1 else "applies"
+                raise RecipeError(f"{', '.join(changed)} only {verb} with --use_peft true (LoRA): add it, or leave "
+                                  f"{'them' if len(changed) > 1 else 'it'} out")
 
 
 @dataclass
@@ -337,6 +387,7 @@ class RecipeArgs:
     run: RunArguments
     checks: CheckArguments
     training: TrainingArguments
+    peft: PeftArguments = field(default_factory=PeftArguments)
 
 
 def flags_of(parser: argparse.ArgumentParser) -> list[str]:
@@ -345,9 +396,11 @@ def flags_of(parser: argparse.ArgumentParser) -> list[str]:
 
 def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[str, ...]]:
     """The dataclasses of a recipe's arguments, in the order of :class:`RecipeArgs`, and their --help headings."""
-    classes = (ModelArguments, DataArguments, task_args_class, RunArguments, CheckArguments, TrainingArguments)
-    titles = ("model arguments", "data arguments", f"task arguments ({task_args_class.__name__})", "run arguments",
-              "check arguments", "training arguments (transformers.TrainingArguments)")
+    classes = (ModelArguments, PeftArguments, DataArguments, task_args_class, RunArguments, CheckArguments,
+               TrainingArguments)
+    titles = ("model arguments", "LoRA / QLoRA arguments (PEFT)", "data arguments",
+              f"task arguments ({task_args_class.__name__})", "run arguments", "check arguments",
+              "training arguments (transformers.TrainingArguments)")
     return classes, titles
 
 
@@ -376,7 +429,7 @@ def parse_recipe_args(
         # torchrun / accelerate launch on a machine without GPUs: without this, each process would set up as a
         # single-process run and all of them would train on their own and write the same output_dir.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    model, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
+    model, peft, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
     if launched_without_accelerator() and training.world_size < 2:
         raise RecipeError(f"launched as {os.environ['WORLD_SIZE']} processes on a machine without GPUs, but the "
                           "processes did not join one run (ACCELERATE_USE_CPU is off?): pass --use_cpu true")
@@ -387,7 +440,8 @@ def parse_recipe_args(
     check_training(training)
     check_trackers(training)
     check_early_stopping(run, training)
-    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training)
+    check_peft(peft, model, training)
+    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training, peft=peft)
 
 
 def check_training(training: TrainingArguments) -> None:
@@ -403,6 +457,27 @@ def check_training(training: TrainingArguments) -> None:
         )
     if training.weight_decay < 0:
         raise RecipeError(f"weight_decay must be 0 or more, got {training.weight_decay}")
+
+
+def check_peft(peft: PeftArguments, model: ModelArguments, training: TrainingArguments) -> None:
+    """LoRA needs a pretrained base to be reloaded from, and QLoRA a CUDA GPU with bitsandbytes."""
+    if peft.use_peft and not model.model_name_or_path:
+        raise RecipeError("use_peft trains an adapter for a pretrained base, but this model is built from scratch "
+                          "(model_type) and its random weights are saved nowhere, so the adapter could never be "
+                          "loaded again: save the base model first and pass it as model_name_or_path")
+    if peft.load_in_4bit:
+        import importlib.util
+
+        import torch
+
+        reasons = []
+        if not torch.cuda.is_available() or training.use_cpu:
+            reasons.append("this run has no CUDA GPU" + (" (use_cpu is set)" if torch.cuda.is_available() else ""))
+        if importlib.util.find_spec("bitsandbytes") is None:
+            reasons.append("bitsandbytes is not installed (pip install bitsandbytes)")
+        if reasons:
+            raise RecipeError(f"load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; {' and '.join(reasons)}: "
+                              "train without load_in_4bit (plain LoRA) here")
 
 
 def launched_without_accelerator() -> bool:

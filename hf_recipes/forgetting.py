@@ -93,6 +93,10 @@ def backbone_with_head(classifier: PreTrainedModel, start_lm: PreTrainedModel) -
     GPT-2 ties its LM head to the input embeddings, which fine-tuning changes; the head is untied first so it keeps
     the starting weights.
     """
+    from hf_recipes.adapters import is_adapter
+
+    if is_adapter(classifier):  # LoRA: the backbone as it computes, adapters merged in
+        classifier = copy.deepcopy(classifier).merge_and_unload()
     lm = copy.deepcopy(start_lm)
     head = lm.get_output_embeddings()
     head.weight = torch.nn.Parameter(head.weight.detach().clone())

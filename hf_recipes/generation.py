@@ -123,7 +123,9 @@ def load_causal_lm(model_dir: str | Path, trust_remote_code: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+    from hf_recipes.adapters import load_trained
+
+    model = load_trained(path, AutoModelForCausalLM, trust_remote_code)
     if torch.cuda.is_available():
         model = model.cuda()
     return model.eval(), tokenizer

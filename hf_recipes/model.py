@@ -152,6 +152,7 @@ def load_model(
             config=config,
             attn_implementation=model_args.attn_implementation,
             use_safetensors=True,
+            quantization_config=model_args.quantization_config,
             **hub_kwargs(model_args),
         )
     else:

@@ -20,6 +20,7 @@ def training_settings(args) -> dict[str, Any]:
     return {
         "model": model.model_name_or_path or f"{model.model_type} from scratch",
         "model_overrides": model.config_overrides,
+        "lora": lora_settings(args.peft),
         "dataset": ", ".join(data_files) or data.dataset_name,  # local files win over dataset_name
         "learning_rate": training.learning_rate,
         "lr_scheduler_type": getattr(training.lr_scheduler_type, "value", str(training.lr_scheduler_type)),
@@ -33,6 +34,15 @@ def training_settings(args) -> dict[str, Any]:
         "precision": "bf16" if training.bf16 else "fp16" if training.fp16 else "fp32",
         "seed": training.seed,
     }
+
+
+def lora_settings(peft) -> str | None:
+    """E.g. ``r 16, alpha 32, dropout 0.05, all-linear``; None for full fine-tuning."""
+    if not peft.use_peft:
+        return None
+    targets = " ".join(peft.lora_target_modules) if peft.lora_target_modules else "all-linear"
+    return (f"r {peft.lora_r}, alpha {peft.lora_alpha}, dropout {peft.lora_dropout}, {targets}"
+            + (f", 4-bit {peft.bnb_4bit_quant_type} base" if peft.load_in_4bit else ""))
 
 
 def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str, dict[str, float]],
@@ -57,8 +67,8 @@ def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str,
         base_model=base_model,
         datasets=[hub_dataset] if hub_dataset else None,
         pipeline_tag=recipe.model_card_task,
-        library_name="transformers",
-        tags=["hf-recipes", recipe.name],
+        library_name="peft" if settings["lora"] else "transformers",
+        tags=["hf-recipes", recipe.name, *(["lora"] if settings["lora"] else [])],
         metrics=[r.metric_type for r in eval_results] or None,
         eval_results=eval_results or None,
     )
@@ -83,6 +93,7 @@ def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str,
         {"setting": "scheduler", "value": f"{settings['lr_scheduler_type']}, warmup {settings['warmup_steps']}"},
         {"setting": "weight decay", "value": settings["weight_decay"]},
         {"setting": "seed", "value": settings["seed"]},
+        *([{"setting": "LoRA", "value": settings["lora"]}] if settings["lora"] else []),
     ]
     body = [
         f"# {data.model_name}",
@@ -92,6 +103,13 @@ def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str,
     ]
     if verdict_message:
         body.append(verdict_message)
+    if settings["lora"]:
+        body += ["## LoRA adapter",
+                 f"This folder holds a LoRA adapter ({settings['lora']}) in PEFT format, for the base "
+                 f"`{model_id}`: `hf-recipes predict` / `generate` load it with the run's labels and decoding settings; "
+                 "in Python, `peft.PeftModel.from_pretrained(base, this_folder)`."
+                 + (" `merged/` holds the base with the adapter merged in, a plain transformers model."
+                    if args.peft.merge_adapter else "")]
     body += ["## Training settings", markdown_table(rows),
              "The full report with its plots and checks is `report.md` in the run folder."]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(body) + "\n")

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hf_recipes.errors import RecipeError
-from hf_recipes.predict import RECIPE_FILE, read_json
+from hf_recipes.predict import ADAPTER_CONFIG, RECIPE_FILE, read_json
 from hf_recipes.trainer import last_complete_checkpoint
 
 RUN_MARKER = "hf_recipes_run.json"  # written first: this folder is an hf-recipes run (maybe unfinished)
@@ -90,8 +90,11 @@ def check_checkpoint(checkpoint: str | os.PathLike, model) -> None:
     path = Path(checkpoint)
     if not (path / "trainer_state.json").is_file():
         raise RecipeError(f"resume_from_checkpoint {path} is not a complete checkpoint folder")
+    if check_adapter_checkpoint(path, model):
+        return
     if not (path / "config.json").is_file():
-        return  # e.g. an adapter-only checkpoint: the weights themselves are checked when loaded
+        raise RecipeError(f"resume_from_checkpoint {path} holds neither a model (config.json) nor an adapter "
+                          f"({ADAPTER_CONFIG})")
     saved = read_json(path / "config.json", "checkpoint config")
     expected = model.config.to_dict()
     architecture = type(model).__name__
@@ -104,3 +107,28 @@ def check_checkpoint(checkpoint: str | os.PathLike, model) -> None:
         if key in saved and key in expected and saved[key] != expected[key]:
             raise RecipeError(f"checkpoint {path} has {key} {saved[key]}, but this run's model has {expected[key]}: "
                               "resume from a checkpoint of the same recipe and model")
+
+
+def check_adapter_checkpoint(path: Path, model) -> bool:
+    """A LoRA run resumes from a LoRA checkpoint of the same task, rank and targets, and a full fine-tuning run from a
+    full-model one. True when both are adapters (and match)."""
+    from hf_recipes.adapters import adapted_module_names, is_adapter
+
+    saved = read_json(path / ADAPTER_CONFIG, "checkpoint adapter config") if (path / ADAPTER_CONFIG).is_file() else None
+    if saved is None and not is_adapter(model):
+        return False
+    if saved is None:
+        raise RecipeError(f"checkpoint {path} holds a full model, but this run trains a LoRA adapter (use_peft): "
+                          "resume it without --use_peft, or resume from a checkpoint of a LoRA run")
+    if not is_adapter(model):
+        raise RecipeError(f"checkpoint {path} holds a LoRA adapter, but this run trains the full model: resume it "
+                          "with --use_peft true and the same LoRA settings, or from a full-model checkpoint")
+    config = model.peft_config[model.active_adapter]
+    expected = {"task_type": getattr(config.task_type, "value", config.task_type), "r": config.r,
+                "target_modules": sorted(adapted_module_names(model))}
+    found = {**saved, "target_modules": sorted({name.rsplit(".", 1)[-1] for name in saved.get("target_modules") or []})}
+    for key, value in expected.items():
+        if key in found and found[key] != value:
+            raise RecipeError(f"checkpoint {path} has an adapter with {key} {found[key]}, but this run's adapter has "
+                              f"{value}: resume with the same recipe and LoRA settings")
+    return True

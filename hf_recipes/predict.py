@@ -18,6 +18,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from hf_recipes.errors import RecipeError, one_line
 
 RECIPE_FILE = "recipe.json"  # which recipe made a run; written last, so it also marks a finished run
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA run's output_dir holds its adapter (see adapters.py)
 CLASSIFIER, CAUSAL_LM = "classifier", "causal LM"
 # Files transformers reads an ``auto_map`` (custom code) from.
 CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
@@ -100,9 +101,10 @@ def classify(model_dir: str | Path, texts: Sequence[str], batch_size: int = 32,
     texts = list(texts)
     if not texts:
         raise RecipeError("no texts to classify")
+    from hf_recipes.adapters import load_trained
+
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True,
-                                                               trust_remote_code=trust_remote_code)
+    model = load_trained(path, AutoModelForSequenceClassification, trust_remote_code)
     classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device())
     results = classifier(texts, batch_size=batch_size, truncation=True)
     return [{"text": t, "label": r["label"], "score": float(r["score"])} for t, r in zip(texts, results)]

@@ -20,7 +20,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
-from hf_recipes import forgetting, outputs, upstream
+from hf_recipes import adapters, forgetting, outputs, upstream
 from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, screen_splits
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.data import check_targets
@@ -186,7 +186,11 @@ class Recipe:
         extra_metrics = load_metrics(args.checks.metric_names)  # the hub's absence fails before any data is read
         raw = self.load_data(args)
         leakage = self.screen_splits(raw, args)
+        args.model.quantization_config = adapters.quantization_config(args.peft)
         prepared = self.prepare(args, raw)
+        if args.peft.use_peft:
+            prepared.model = adapters.add_adapter(prepared.model, args)
+            prepared.facts.update(adapters.facts(prepared.model, args.peft))
         prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
         self.check_prepared(prepared, args)
         if extra_metrics:
@@ -284,6 +288,8 @@ class Recipe:
             metrics["train_real_token_share"] = share
         clean_tokenizer_state(prepared.tokenizer)
         trainer.save_model()
+        if adapters.is_adapter(prepared.model) and trainer.is_world_process_zero():
+            adapters.save_model_files(prepared.model, trainer.args.output_dir)
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -306,6 +312,9 @@ class Recipe:
              run.verdict.message if run.verdict else None)
         if run.failed:
             run.found["failed_steps"] = run.failed
+        if args.peft.merge_adapter:
+            step("merged model", adapters.save_merged, output_dir, type(run.prepared.model.get_base_model()),
+                 run.prepared.tokenizer)
         (output_dir / CHECKS_FILE).write_text(json.dumps(run.found, indent=1, default=str) + "\n")
         task = dataclasses.asdict(args.task) if dataclasses.is_dataclass(args.task) else {}
         finished = {"recipe": self.name, "task": task, "settings": training_settings(args)}

@@ -16,7 +16,7 @@ from torch.utils.data import SequentialSampler
 from transformers import PreTrainedModel, Trainer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import has_length
+from transformers.trainer_utils import has_length, unwrap_peft_model
 
 
 def loss_averages_over_batch_tokens(model: PreTrainedModel) -> bool:
@@ -57,7 +57,7 @@ class TrainerWorkarounds(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if loss_averages_over_batch_tokens(self.accelerator.unwrap_model(self.model)):
+        if loss_averages_over_batch_tokens(unwrap_peft_model(self.accelerator.unwrap_model(self.model))):
             self._count_loss_tokens_after_the_shift()
         else:
             self._keep_num_items_in_batch_from_per_batch_losses()
