@@ -18,6 +18,7 @@ from transformers.utils import logging as transformers_logging
 
 from hf_recipes.config import PeftArguments, RecipeArgs
 from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.model import load_config
 from hf_recipes.predict import ADAPTER_CONFIG, read_json, refuse_custom_code
 
 logger = logging.getLogger(__name__)
@@ -62,11 +63,16 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
             gradient_checkpointing_kwargs=training.gradient_checkpointing_kwargs)
     if peft.lora_target_modules:
         check_target_modules(model, peft.lora_target_modules)
+    # Tokens the tokenizer added to the base (e.g. ChatML's markers) get trainable rows: the base's are untrained.
+    base_rows = load_config(args.model).vocab_size
+    added_tokens = list(range(base_rows, model.get_input_embeddings().weight.shape[0]))
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS if is_classifier(model) else TaskType.CAUSAL_LM,
         r=peft.lora_r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout,
         target_modules=peft.lora_target_modules or "all-linear",
         modules_to_save=list(peft.lora_modules_to_save) if peft.lora_modules_to_save else None,
+        trainable_token_indices=added_tokens or None,
+        ensure_weight_tying=bool(added_tokens) and bool(getattr(model.config, "tie_word_embeddings", False)),
         base_model_name_or_path=base_model_reference(args.model.model_name_or_path),
         revision=args.model.model_revision,
     )
@@ -150,6 +156,10 @@ def load_saved_adapter(model_dir: str | Path, model_class, trust_remote_code: bo
         refuse_custom_code(Path(base), trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # A run that added tokens saved a larger vocabulary than the base has: load the base's, then grow it (the
+        # adapter holds the embeddings with the added rows)
+        rows, config.vocab_size = config.vocab_size, AutoConfig.from_pretrained(
+            base, trust_remote_code=trust_remote_code).vocab_size
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # a classifier's head is "missing" from the base: the adapter has it
         try:
@@ -157,6 +167,8 @@ def load_saved_adapter(model_dir: str | Path, model_class, trust_remote_code: bo
                                                 trust_remote_code=trust_remote_code)
         finally:
             transformers_logging.set_verbosity(verbosity)
+        if rows > config.vocab_size:
+            model.resize_token_embeddings(rows)
         if (path / "generation_config.json").is_file():  # the run's decoding settings, not the base's
             model.generation_config = GenerationConfig.from_pretrained(path)
         return PeftModel.from_pretrained(model, path, is_trainable=is_trainable)

@@ -320,7 +320,9 @@ class Recipe:
         finished = {"recipe": self.name, "task": task, "settings": training_settings(args)}
         if isinstance(args.task, GenerationArguments):  # the settings the report's generations were made with
             finished["decoding"] = args.task.decoding_settings()
-        (output_dir / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
+        for folder in (output_dir / adapters.MERGED_DIR, output_dir):  # merged/ is prompted as the run was trained
+            if folder.is_dir():
+                (folder / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
 
 
 def run_step(failed: list[dict[str, str]], name: str, function: Callable, *args, **kwargs):

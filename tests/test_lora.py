@@ -117,9 +117,11 @@ def finished(base, tmp_path_factory):
     def get(name):
         if name not in cache:
             out = tmp_path_factory.mktemp(f"lora-{name}") / "run"
-            settings = lora(base, name, out, merge_adapter=True, save_strategy="steps", save_steps=1,
-                            report=name == "lyrics", classification_baselines=False)
-            cache[name] = out, run_keeping_model(recipes.get(name), settings)[1]
+            recipe, chat = name.removesuffix("-chat"), name.endswith("-chat")
+            settings = lora(base, recipe, out, merge_adapter=True, save_strategy="steps", save_steps=1,
+                            report=name == "lyrics", classification_baselines=False,
+                            **({"prompt_format": "chat"} if chat else {}))
+            cache[name] = out, run_keeping_model(recipes.get(recipe), settings)[1]
         return cache[name]
 
     return get
@@ -141,7 +143,8 @@ def test_output_dir_holds_the_adapter_in_peft_format_and_a_card_naming_the_base(
     report = (out / "report.md").read_text()
     assert "- trainable parameters: " in report and f"- LoRA: r {LORA_R}, alpha 32" in report
     assert sorted(p.name for p in (out / MERGED_DIR).iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        "config.json", "generation_config.json", "model.safetensors", "recipe.json", "tokenizer.json",
+        "tokenizer_config.json"]
 
 
 def test_a_saved_classifier_adapter_reloads_to_the_trained_model(finished):
@@ -162,12 +165,20 @@ def test_a_saved_classifier_adapter_reloads_to_the_trained_model(finished):
         assert [r["score"] for r in found] == pytest.approx(probabilities.max(-1).values.tolist(), abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lyrics", "instruct"])
+@pytest.mark.parametrize("name", ["lyrics", "instruct", "instruct-chat"])
 def test_a_saved_causal_lm_adapter_reloads_to_the_trained_model(name, finished, capsys):
     out, model = finished(name)
     reloaded, tokenizer = load_causal_lm(out)
     merged = AutoModelForCausalLM.from_pretrained(out / MERGED_DIR).eval()
     ids = tokenizer("Down by the river the night is", return_tensors="pt")["input_ids"]
+    if name == "instruct-chat":  # ChatML's two added tokens: trained rows, saved with the adapter
+        ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}],
+                                                          add_generation_prompt=True, tokenize=True)["input_ids"]])
+        added = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+        assert added == [2048, 2049] and set(added) & set(ids[0].tolist())
+        assert reloaded.get_input_embeddings().weight.shape[0] == 2050
+        base_rows = AutoModelForCausalLM.from_pretrained(out / MERGED_DIR).get_input_embeddings().weight[2048:]
+        assert not torch.allclose(base_rows, reloaded.get_input_embeddings().weight[2048:] * 0)
     with torch.no_grad():
         expected = model(input_ids=ids).logits
         assert torch.equal(reloaded(input_ids=ids).logits, expected)
