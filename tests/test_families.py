@@ -186,3 +186,19 @@ def test_instruct_records_get_one_bos_and_one_eos(bos_tokenizer_dir, tiny_model_
         input_ids=input_ids, **kwargs)
     generate(model, prepared.tokenizer, [prompt], GenerationArguments(max_new_tokens=2))
     assert seen == [[bos, *bare(prompt)]]  # the prompt as trained: one BOS, no EOS
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_shipped_fsdp_config_shards_every_family_by_its_decoder_layer(family):
+    """configs/accelerate/fsdp.yaml names no layer class, so accelerate wraps the model's own _no_split_modules."""
+    import yaml
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    from tests.conftest import REPO
+
+    fsdp = yaml.safe_load((REPO / "configs" / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP" and "fsdp_transformer_layer_cls_to_wrap" not in fsdp
+    tokenizer = load_tokenizer(model_arguments(family))
+    model = load_model(model_arguments(family), AutoModelForCausalLM, tokenizer)
+    layers = [get_module_class_from_name(model, name) for name in model._no_split_modules]
+    assert all(layers) and sum(isinstance(m, tuple(layers)) for m in model.modules()) == 2  # the 2 decoder layers
