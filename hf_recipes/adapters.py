@@ -61,8 +61,8 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=bool(training.gradient_checkpointing),
             gradient_checkpointing_kwargs=training.gradient_checkpointing_kwargs)
-    if peft.lora_target_modules:
-        check_target_modules(model, peft.lora_target_modules)
+    for option in ("lora_target_modules", "lora_modules_to_save"):
+        check_module_names(model, getattr(peft, option) or [], option)
     # Tokens the tokenizer added to the base (e.g. ChatML's markers) get trainable rows: the base's are untrained.
     base_rows = load_config(args.model).vocab_size
     added_tokens = list(range(base_rows, model.get_input_embeddings().weight.shape[0]))
@@ -85,8 +85,8 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
     return wrapped
 
 
-def check_target_modules(model: PreTrainedModel, targets: list[str]) -> None:
-    """Each of ``lora_target_modules`` names a module (by its full name or its last parts, as PEFT matches them)."""
+def check_module_names(model: PreTrainedModel, targets: list[str], option: str) -> None:
+    """Each name in ``option`` names a module (by its full name or its last parts, as PEFT matches them)."""
     from transformers.pytorch_utils import Conv1D
 
     names = [name for name, _ in model.named_modules()]
@@ -94,7 +94,7 @@ def check_target_modules(model: PreTrainedModel, targets: list[str]) -> None:
     if missing:
         linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                          if isinstance(module, (torch.nn.Linear, Conv1D))})
-        raise RecipeError(f"lora_target_modules {', '.join(missing)}: no module of that name in this "
+        raise RecipeError(f"{option} {', '.join(missing)}: no module of that name in this "
                           f"{type(model).__name__}; its linear layers are {', '.join(linear)}")
 
 

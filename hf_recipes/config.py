@@ -96,6 +96,9 @@ class PeftArguments:
         empty_means_unset(self)
         if self.lora_r < 1:
             raise RecipeError(f"lora_r must be 1 or more, got {self.lora_r}")
+        if not self.lora_alpha > 0:
+            raise RecipeError(f"lora_alpha must be positive (the update is scaled by lora_alpha / lora_r), got "
+                              f"{self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:  # also catches NaN
             raise RecipeError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.load_in_4bit and not self.use_peft:

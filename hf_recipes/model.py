@@ -105,6 +105,9 @@ def load_config(model_args: ModelArguments, **config_kwargs):
     return config
 
 
+BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
 def parse_config_overrides(defaults, overrides: str) -> dict:
     """``key=value,...`` as in transformers' examples, each value typed like the default it replaces; a key whose
     default is None (e.g. Phi-3's ``sliding_window``) takes a YAML scalar."""
@@ -114,18 +117,15 @@ def parse_config_overrides(defaults, overrides: str) -> dict:
         if not hasattr(defaults, key):
             raise RecipeError(f"bad config_overrides '{overrides}': {defaults.model_type} configs have no '{key}'")
         default = getattr(defaults, key)
+        if not (default is None or isinstance(default, (bool, int, float, str))):
+            raise RecipeError(f"bad config_overrides '{overrides}': '{key}' holds a {type(default).__name__}; only "
+                              "numbers, booleans and strings can be overridden")
         try:
-            if isinstance(default, bool):
-                values[key] = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
-            elif isinstance(default, (int, float, str)):
-                values[key] = type(default)(text)
-            elif default is None:
-                values[key] = yaml.safe_load(text)
-            else:
-                raise TypeError(f"'{key}' holds a {type(default).__name__}; only numbers, booleans and strings")
-        except (KeyError, ValueError, TypeError) as err:
-            reason = err if isinstance(err, TypeError) else f"'{key}' takes {type(default).__name__} values, got '{text}'"
-            raise RecipeError(f"bad config_overrides '{overrides}': {reason}") from None
+            values[key] = (yaml.safe_load(text) if default is None else
+                           BOOLEANS[text.lower()] if isinstance(default, bool) else type(default)(text))
+        except (KeyError, ValueError):
+            raise RecipeError(f"bad config_overrides '{overrides}': '{key}' takes {type(default).__name__} values, "
+                              f"got '{text}'") from None
     return values
 
 

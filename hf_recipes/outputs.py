@@ -112,9 +112,9 @@ def check_checkpoint(checkpoint: str | os.PathLike, model) -> None:
 def check_adapter_checkpoint(path: Path, model) -> bool:
     """A LoRA run resumes from a LoRA checkpoint of the same task, rank and targets, and a full fine-tuning run from a
     full-model one. True when both are adapters (and match)."""
-    from hf_recipes.adapters import adapted_module_names, is_adapter
+    from hf_recipes.adapters import adapted_module_names, is_adapter, saved_adapter
 
-    saved = read_json(path / ADAPTER_CONFIG, "checkpoint adapter config") if (path / ADAPTER_CONFIG).is_file() else None
+    saved = saved_adapter(path)
     if saved is None and not is_adapter(model):
         return False
     if saved is None:

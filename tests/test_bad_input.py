@@ -114,6 +114,9 @@ CLASSES = {
         "config_overrides value of the wrong type": Case(
             "lyrics", lambda d: {"config_overrides": "n_layer=one,n_embd=32,n_head=2,n_positions=128"},
             "'n_layer' takes int values, got 'one'"),
+        "config_overrides of a key holding a mapping": Case(
+            "sentiment", lambda d: {"config_overrides": "n_layer=1,n_embd=32,n_head=2,n_positions=128,id2label=x"},
+            "'id2label' holds a dict; only numbers, booleans and strings can be overridden"),
         "packing on a family that cannot keep packed sequences apart": Case(
             "lyrics", lambda d: {"model_type": "opt", "config_overrides": "num_hidden_layers=1,hidden_size=32,"
                                  "ffn_dim=32,num_attention_heads=2,max_position_embeddings=128,word_embed_proj_dim=32"},

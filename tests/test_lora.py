@@ -267,6 +267,11 @@ def full_run(base, tmp_path_factory) -> Path:
 
 REFUSED = {
     "lora_r 0": ("lyrics", {"lora_r": 0}, "lora_r must be 1 or more, got 0"),
+    "lora_alpha 0": ("lyrics", {"lora_alpha": 0}, "lora_alpha must be positive (the update is scaled by lora_alpha / "
+                                                   "lora_r), got 0"),
+    "a module to save the model lacks": ("lyrics", {"lora_modules_to_save": ["wpe", "embed_tokens"]},
+                                         "lora_modules_to_save embed_tokens: no module of that name in this "
+                                         "GPT2LMHeadModel"),
     "lora_dropout 1": ("lyrics", {"lora_dropout": 1}, "lora_dropout must be in [0, 1), got 1.0"),
     "LoRA options without use_peft": ("sentiment", {"use_peft": False, "lora_alpha": 8},
                                       "lora_r, lora_alpha only apply with --use_peft true (LoRA): add it"),
