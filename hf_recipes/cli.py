@@ -278,6 +278,18 @@ def raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def close_process_group() -> None:
+    """End a launched run's process group before the interpreter exits.
+
+    Left to interpreter teardown, gloo's worker threads can outlive it and abort the process ("terminate called
+    without an active exception"), failing a run that finished. Only after success: on an error the other
+    processes may still be inside a collective, and destroying the group then can hang.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -286,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, extra = build_parser().parse_known_args(argv)
         extra = [a for a in extra if a != "--debug"]
-        return opts.func(opts, extra)
+        code = opts.func(opts, extra)
+        close_process_group()
+        return code
     except RecipeError as err:
         if debug:
             raise

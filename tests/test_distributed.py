@@ -150,3 +150,16 @@ def test_eval_loss_is_the_mean_over_every_token_whatever_the_batch_size(name, ti
             count += int(targets.ne(-100).sum())
     assert by_batch_size[1] == pytest.approx(total / count, abs=1e-5)
     assert by_batch_size[3] == pytest.approx(total / count, abs=1e-5)
+
+
+def test_a_finished_command_ends_its_process_group(tmp_path):
+    # Left to interpreter teardown, gloo's threads can abort a launched run after it finished (SIGABRT).
+    from hf_recipes import cli
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert cli.main(["list"]) == 0
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
