@@ -3,6 +3,8 @@
     make bench BENCH=floor                                             # every recipe; --steps 20 default
     .venv/bin/python bench/bench_floor.py --recipe sentiment          # one (or several) recipes
     .venv/bin/python bench/bench_floor.py --recipe lyrics --no_dropout # losses agree exactly (no dropout RNG)
+    .venv/bin/python bench/bench_floor.py --recipe sentiment --epoch  # a whole epoch of the train split
+    .venv/bin/python bench/bench_floor.py --recipe lyrics --batch_size 16 --fused_lm_loss false  # transformers' loss
 
 The model is the demo profile (recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
 Both sides run the same first batches of the recipe's train dataloader (sequential order), the same initial
@@ -22,6 +24,7 @@ import yaml
 from common import DATA, GPT2_FILES, REPO, require_data, reset_peak_rss, rss_mib, timing_overrides
 from transformers import TrainerCallback, get_scheduler
 
+from hf_recipes.fused_loss import fused_loss_sum
 from hf_recipes.recipes import instruct, lyrics, sentiment
 
 WARMUP = 2
@@ -71,8 +74,13 @@ def floor_steps(trainer, model, batches: list[dict], fused: bool) -> list[float]
                               num_training_steps=len(batches))
     model.train()
     ends = []
+    head = model.get_output_embeddings() if trainer.fused_head is not None else None
     for batch in batches:
-        loss = model(**batch).loss
+        if head is None:
+            loss = model(**batch).loss
+        else:  # the recipe's fused LM-head loss, so both sides do the same arithmetic
+            total, count = fused_loss_sum(model, head, batch)
+            loss = total / count
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
@@ -93,6 +101,11 @@ def main() -> None:
     parser.add_argument("--recipe", choices=sorted(RECIPES), nargs="+", default=list(RECIPES),
                         help="recipes to compare with their floors (default: all three)")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps (after 2 warm-up steps)")
+    parser.add_argument("--epoch", action="store_true",
+                        help="time one whole epoch of the train split instead of --steps (the first 2 steps untimed)")
+    parser.add_argument("--batch_size", type=int, help="per-device train batch size (default: the demo profile's)")
+    parser.add_argument("--fused_lm_loss", choices=["true", "false"], default="true",
+                        help="causal LMs: train with the fused LM-head loss (the default) or the model's own, both sides")
     parser.add_argument("--no_dropout", action="store_true",
                         help="switch dropout off, so both sides' losses match without sharing the dropout RNG")
     args = parser.parse_args()
@@ -104,20 +117,29 @@ def main() -> None:
 def compare(name: str, args: argparse.Namespace) -> None:
     recipe, data = RECIPES[name]
     demo = REPO / "recipes" / "demo" / f"{name}.yaml"
-    total = WARMUP + args.steps
+    steps = args.steps
+    total = WARMUP + steps
+    length = {"num_train_epochs": 1, "max_steps": -1} if args.epoch else {"max_steps": total}
     overrides = timing_overrides(f"runs/bench/floor-{name}", **data, tokenizer_name=str(GPT2_FILES),
-                                 max_steps=total, logging_steps=10**6, train_sampling_strategy="sequential")
+                                 **length, logging_steps=10**6, train_sampling_strategy="sequential",
+                                 fused_lm_loss=args.fused_lm_loss == "true")
+    if args.batch_size:
+        overrides["per_device_train_batch_size"] = args.batch_size
     overrides.pop("config_overrides")  # the demo profile's model
     if args.no_dropout:
         overrides["config_overrides"] = yaml.safe_load(demo.read_text())["config_overrides"] + "," + NO_DROPOUT
     trainer, prepared = recipe.build_trainer(demo, **overrides)
     floor_model = copy.deepcopy(prepared.model)  # the same initial weights
+    if trainer.args.gradient_accumulation_steps != 1:
+        raise SystemExit("error: the floor loop takes one batch per optimizer step; the demo profile accumulates")
     batches = []
     for batch in trainer.get_train_dataloader():
         batches.append(dict(batch))
-        if len(batches) == total:
+        if len(batches) == total and not args.epoch:
             break
-    if len(batches) < total:
+    if args.epoch:
+        total, steps = len(batches), len(batches) - WARMUP
+    if len(batches) < total or steps < 1:
         raise SystemExit(f"error: only {len(batches)} batches in the train split; lower --steps")
     timed_tokens = sum(real_tokens(b) for b in batches[WARMUP:])
     fused = fused_adamw_on_cpu()
@@ -125,27 +147,29 @@ def compare(name: str, args: argparse.Namespace) -> None:
     start_rss = rss_mib("VmRSS")
     reset_peak_rss()
     ends = floor_steps(trainer, floor_model, batches, fused)
-    floor = ((ends[-1] - ends[WARMUP - 1]) / args.steps, rss_mib())
+    floor = ((ends[-1] - ends[WARMUP - 1]) / steps, rss_mib())
 
     clock = StepClock()
     trainer.add_callback(clock)
     reset_peak_rss()
     trainer.train()
-    recipe_side = ((clock.ends[-1] - clock.ends[WARMUP - 1]) / args.steps, rss_mib())
+    recipe_side = ((clock.ends[-1] - clock.ends[WARMUP - 1]) / steps, rss_mib())
     if trainer.real_tokens != sum(real_tokens(b) for b in batches):
         print("note: the recipe's train() saw other batches than the materialised ones")
 
     model = prepared.model
     print(f"\n{name}: demo profile ({model.config.n_layer} layers, n_embd {model.config.n_embd}), "
           f"{Path(data['train_file']).name}, batch {trainer.args.per_device_train_batch_size}, fp32, "
-          f"{args.steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
-          f"{timed_tokens / args.steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
+          f"{steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
+          f"{timed_tokens / steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
+    print(f"loss: {'fused LM-head cross-entropy (hf_recipes.fused_loss)' if trainer.fused_head is not None else "
+          f"'the model's own'} on both sides")
     print(f"optimizer: {trainer.args.optim.value} (recipe) vs torch.optim.AdamW({'fused' if fused else 'foreach'}=True) "
           f"(floor), lr {trainer.args.learning_rate:g}, {trainer.args.lr_scheduler_type.value} schedule, "
           f"clip {trainer.args.max_grad_norm:g}; RSS before training {start_rss:.0f} MiB (data, tokenizer, model)")
     print(f"{'side':<8}{'s/step':>10}{'real tokens/s':>15}{'peak RSS MiB':>14}{'loss after':>12}")
     for side, (seconds, rss), trained in (("floor", floor, floor_model), ("recipe", recipe_side, model)):
-        print(f"{side:<8}{seconds:>10.4f}{timed_tokens / args.steps / seconds:>15.0f}{rss:>14.0f}"
+        print(f"{side:<8}{seconds:>10.4f}{timed_tokens / steps / seconds:>15.0f}{rss:>14.0f}"
               f"{loss_on(trained, batches[0]):>12.5f}")
     print(f"recipe / floor time per step: {recipe_side[0] / floor[0]:.2f}x  "
           f"(loss after = eval-mode loss on the first batch after {total} steps)")

@@ -6,9 +6,9 @@
 The demo lyrics profile (GPT-2, 2 layers x 128, 50,257-word head), a batch of 16 x 128 token ids, fp32, no dropout.
 Prints a torch.profiler table of one forward + backward, then seconds per forward + backward (best of --repeats,
 interleaved) for: transformers' own loss (whole [tokens x vocab] logits); the loss in row chunks recomputed in the
-backward pass (torch.utils.checkpoint); and a fused linear cross-entropy that makes the gradients chunk by chunk in the
-forward pass (as Liger's kernel does on GPUs), with the largest gradient difference against transformers' loss.
-Asserts nothing.
+backward pass (torch.utils.checkpoint); and the fused linear cross-entropy the recipes train with in fp32
+(hf_recipes.fused_loss: gradients made chunk by chunk in the forward pass), with the largest gradient difference
+against transformers' loss. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,34 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.checkpoint import checkpoint
 from transformers import GPT2Config, GPT2LMHeadModel
 
-
-class FusedLinearCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of ``hidden @ weight.T`` against ``targets`` (-100 ignored), row chunk by row chunk;
-    the gradients are made in the forward pass, so no [rows x vocab] logits outlive a chunk."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
-        total = hidden.new_zeros((), dtype=torch.float32)
-        grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight, dtype=torch.float32)
-        for start in range(0, hidden.shape[0], chunk):
-            rows, labels = hidden[start : start + chunk], targets[start : start + chunk]
-            logits = (rows @ weight.t()).float()
-            log_norm = torch.logsumexp(logits, -1)
-            real, index = labels != -100, labels.clamp(min=0)
-            total += ((log_norm - logits.gather(1, index[:, None])[:, 0]) * real).sum()
-            logits.sub_(log_norm[:, None]).exp_()  # softmax, in place: d loss / d logits = softmax - one-hot
-            logits[torch.arange(len(labels)), index] -= 1
-            logits.mul_(real[:, None])
-            grad = logits.to(hidden.dtype)
-            grad_hidden[start : start + chunk] = grad @ weight
-            grad_weight.addmm_(grad.t(), rows)
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_total):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_total, grad_weight * grad_total, None, None
+from hf_recipes.fused_loss import FusedLinearCrossEntropy
 
 
 def main() -> None:

@@ -160,6 +160,15 @@ class RunArguments:
         },
     )
     report: bool = field(default=True, metadata={"help": "Write report.md with plots at the end of a run."})
+    fused_lm_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Causal LMs trained in fp32: compute the output head's cross-entropy chunk by chunk with its "
+            "gradients, never holding the whole [tokens x vocab] logits (faster, far less memory). Used where it "
+            "reproduces the model's own loss on a tiny batch at the start; bf16/fp16, FSDP, DeepSpeed and "
+            "torch_compile keep the model's own loss, as does evaluation."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop training after this many evaluations without improvement of metric_for_best_model "

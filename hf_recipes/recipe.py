@@ -206,6 +206,7 @@ class Recipe:
             model=prepared.model, tokenizer=prepared.tokenizer, training_args=args.training,
             train_dataset=prepared.datasets["train"], eval_dataset=prepared.datasets["validation"],
             data_collator=prepared.data_collator, eval_data_collator=prepared.eval_data_collator,
+            fused_lm_loss=args.run.fused_lm_loss,
             compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits,
             callbacks=[EarlyStoppingCallback(args.run.early_stopping_patience, args.run.early_stopping_threshold)]
             if args.run.early_stopping_patience is not None else [],

@@ -11,11 +11,13 @@ from typing import Any, Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import unwrap_peft_model
 
 from hf_recipes.errors import RecipeError
+from hf_recipes.fused_loss import fusable_head, fused_loss_sum
 from hf_recipes.metrics import EXACT_LOSS
 from hf_recipes.model import autocast_dtype_for_cpu, cpu_matmul_rates
-from hf_recipes.upstream import TrainerWorkarounds
+from hf_recipes.upstream import TrainerWorkarounds, loss_averages_over_batch_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +26,32 @@ class RecipeTrainer(TrainerWorkarounds):
     """A Trainer that counts real (non-padding) tokens, stops on a non-finite loss, evaluates with its own collator
     and reports the exact evaluation loss; it scales every model's loss correctly (see hf_recipes.upstream)."""
 
-    def __init__(self, *args, eval_data_collator: Callable | None = None, **kwargs):
+    def __init__(self, *args, eval_data_collator: Callable | None = None, fused_lm_loss: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_data_collator = eval_data_collator  # e.g. padding for evaluation where training is padding-free
         self.real_tokens = 0
         self.computed_tokens = 0
+        self.fused_head = fusable_head(self.model) if fused_lm_loss and self.fused_loss_applies() else None
+        if self.fused_head is not None:
+            logger.info("Training loss: fused LM-head cross-entropy (no whole [tokens x vocab] logits)")
+
+    def fused_loss_applies(self) -> bool:
+        """The fused loss is written for fp32 causal LMs whose head weight is whole in every process: not under
+        autocast (the model's head would run in bf16/fp16), sharding (FSDP, DeepSpeed), DataParallel or compile."""
+        args = self.args
+        return (loss_averages_over_batch_tokens(unwrap_peft_model(self.model)) and not (args.bf16 or args.fp16)
+                and not (self.is_fsdp_enabled or self.is_deepspeed_enabled or args.torch_compile or args.n_gpu > 1)
+                and self.label_smoother is None and self.compute_loss_func is None)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.fused_head is None or return_outputs or not model.training or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        total, count = fused_loss_sum(model, self.fused_head, inputs)
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else count)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # As Trainer.compute_loss scales a loss divided by the all-process token count: DDP averages gradients.
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         input_ids = inputs.get("input_ids")
@@ -136,6 +159,7 @@ def make_trainer(
     preprocess_logits_for_metrics: Callable | None = None,
     callbacks: list[TrainerCallback] | None = None,
     eval_data_collator: Callable | None = None,
+    fused_lm_loss: bool = False,
     **kwargs: Any,
 ) -> RecipeTrainer:
     return RecipeTrainer(
@@ -149,5 +173,6 @@ def make_trainer(
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         callbacks=callbacks,
         eval_data_collator=eval_data_collator,
+        fused_lm_loss=fused_lm_loss,
         **kwargs,
     )

@@ -47,10 +47,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused LM loss", "model's own loss"])
 @pytest.mark.parametrize("case", CASES)
-def test_logged_training_loss_of_one_step_is_the_mean_over_real_targets(case, tiny_model_args):
+def test_logged_training_loss_of_one_step_is_the_mean_over_real_targets(case, fused, tiny_model_args):
     recipe, extra = CASES[case]
-    trainer, prepared = recipe.build_trainer(**one_step(tiny_model_args, **extra))
+    trainer, prepared = recipe.build_trainer(**one_step(tiny_model_args, fused_lm_loss=fused, **extra))
+    assert (trainer.fused_head is not None) == fused
     train = list(prepared.datasets["train"])
     assert len(train) <= 64  # one step sees every example
     expected, targets = hand_mean_loss(prepared.model.eval(), train)

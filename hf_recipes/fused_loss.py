@@ -1,0 +1,124 @@
+"""A causal LM's training loss without whole logits: the output head's cross-entropy chunk by chunk, its gradients
+made in the forward pass (the arrangement of Liger's fused linear cross-entropy, in plain PyTorch).
+
+Transformers makes the [tokens x vocab] logits, their log-softmax and both gradients whole; with a 50,257-word head
+that is most of a small model's step time and memory. Here at most ``CHUNK_ELEMENTS`` logits exist at a time, and a
+chunk's softmax becomes its own gradient in place. Training only: evaluation keeps the model's own loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ELEMENTS = 2**26  # 256 MiB of fp32 logits per chunk
+IGNORE = -100
+PROBE_LOGIT_STD = 8.0  # logits this spread out are changed visibly by soft-capping at 30 (Gemma 2)
+
+
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``targets`` (-100 ignored), ``chunk`` rows at a time."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk):
+        wide = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums never below fp32
+        total = hidden.new_zeros((), dtype=wide)
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight = torch.zeros_like(weight, dtype=wide)
+        for start in range(0, hidden.shape[0], chunk):
+            rows, labels = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = (rows @ weight.t()).to(wide)
+            log_norm = torch.logsumexp(logits, -1)
+            real, index = labels != IGNORE, labels.clamp(min=0)
+            total += ((log_norm - logits.gather(1, index[:, None])[:, 0]) * real).sum()
+            logits.sub_(log_norm[:, None]).exp_()  # softmax, in place: d loss / d logits = softmax - one-hot
+            logits[torch.arange(len(labels), device=labels.device), index] -= 1
+            logits.mul_(real[:, None])
+            grad = logits.to(hidden.dtype)
+            grad_hidden[start : start + chunk] = grad @ weight
+            grad_weight.addmm_(grad.t().to(wide), rows.to(wide))
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_total, grad_weight * grad_total, None, None
+
+
+def summed_token_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    rows = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    return FusedLinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), rows)
+
+
+def next_token_targets(inputs: dict) -> torch.Tensor:
+    """What transformers' causal-LM loss scores at each position: the collator's ``shift_labels``, else the labels
+    shifted left with nothing (-100) after each row's last position."""
+    if inputs.get("shift_labels") is not None:
+        return inputs["shift_labels"]
+    return F.pad(inputs["labels"][..., 1:], (0, 1), value=IGNORE)
+
+
+@contextlib.contextmanager
+def captured_head_input(head: torch.nn.Module):
+    """Inside, the head's input is kept in ``captured["hidden"]`` and the head itself computes only each row's first
+    position (logits nobody reads), so the model's forward runs as usual, through any DDP wrapper, minus the head."""
+    captured = {}
+
+    def keep_and_shrink(module, args):
+        captured["hidden"] = args[0]
+        return (args[0][..., :1, :], *args[1:])
+
+    handle = head.register_forward_pre_hook(keep_and_shrink)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def fused_loss_sum(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed next-token loss of ``inputs`` and the number of tokens it sums over."""
+    rest = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
+    with captured_head_input(head) as captured:
+        model(**rest)
+    targets = next_token_targets(inputs)
+    return summed_token_loss(captured["hidden"], head.weight, targets), targets.ne(IGNORE).sum()
+
+
+def fusable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
+    """The model's output head when the fused loss reproduces the model's own loss, else None.
+
+    Checked on a tiny batch rather than by family: a head with a bias, a logit scale or soft-capping, an adapter on
+    the head or any other twist shows up as a different loss. The head's weight is scaled up for the check, so that
+    even a fresh model's near-zero logits are large enough for soft-capping to show, then restored exactly."""
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.bias is not None:
+        logger.info("The output head is a %s; training keeps the model's own loss", type(head).__name__)
+        return None
+    was_training, weight = model.training, head.weight.detach().clone()
+    model.eval()  # no dropout: both losses see the same network
+    try:
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, head.out_features, (2, 8), generator=generator).to(head.weight.device)
+        labels = ids.clone()
+        labels[0, :3] = IGNORE
+        with torch.no_grad():
+            spread = model(input_ids=ids).logits.float().std()
+            head.weight.mul_(PROBE_LOGIT_STD / spread.clamp(min=1e-6))
+            own = model(input_ids=ids, labels=labels).loss.float()
+            total, count = fused_loss_sum(model, head, {"input_ids": ids, "labels": labels})
+        fused = total / count
+        agrees = bool(torch.allclose(fused, own, rtol=1e-4, atol=1e-5))
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(weight)
+        model.train(was_training)
+    if not agrees:
+        logger.info("The fused LM loss differs from %s's own loss on a test batch (%.6f vs %.6f); training keeps the "
+                    "model's own loss", type(model).__name__, float(fused), float(own))
+    return head if agrees else None

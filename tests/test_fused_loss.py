@@ -1,0 +1,84 @@
+"""The fused LM-head loss equals transformers' own loss and gradients, trains to the same losses, and steps aside
+for any head it does not reproduce."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hf_recipes import fused_loss
+from hf_recipes.fused_loss import FusedLinearCrossEntropy, fusable_head
+from hf_recipes.recipes import lyrics
+from tests.conftest import SAMPLES
+
+
+def test_chunked_loss_and_gradients_equal_whole_logits_cross_entropy():
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(17, 6, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 17, (10,))
+    targets[[0, 4, 9]] = -100
+    expected = F.cross_entropy(hidden @ weight.t(), targets, ignore_index=-100, reduction="sum")
+    want_hidden, want_weight = torch.autograd.grad(2.5 * expected, (hidden, weight))
+
+    total = FusedLinearCrossEntropy.apply(hidden, weight, targets, 3)  # 4 chunks, the last of 1 row
+    got_hidden, got_weight = torch.autograd.grad(2.5 * total, (hidden, weight))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-12)
+    torch.testing.assert_close(got_hidden, want_hidden, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_weight, want_weight, rtol=1e-10, atol=1e-12)
+    assert got_hidden[[0, 4, 9]].abs().max() == 0  # a position whose target is ignored adds nothing
+
+
+def tiny_causal_lm(model_type: str, **overrides):
+    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=16, intermediate_size=32,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                  **overrides)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def test_a_head_the_fused_loss_reproduces_is_used_and_any_other_is_left_to_the_model():
+    llama = tiny_causal_lm("llama")
+    before = {name: value.clone() for name, value in llama.state_dict().items()}
+    assert fusable_head(llama) is llama.lm_head
+    assert all(torch.equal(before[name], value) for name, value in llama.state_dict().items())  # check left no trace
+    assert fusable_head(tiny_causal_lm("gemma2", final_logit_softcapping=None)) is not None
+    # Gemma 2 soft-caps its logits at 30 by default: the tiny-batch check notices, whatever the family is called
+    assert fusable_head(tiny_causal_lm("gemma2")) is None
+    biased = tiny_causal_lm("llama")
+    biased.lm_head = torch.nn.Linear(16, 64, bias=True)
+    assert fusable_head(biased) is None
+
+
+def lyrics_run(tiny_model_args, fused: bool, **extra):
+    return lyrics.build_trainer(**{
+        **tiny_model_args, "train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 32,
+        "max_steps": 20, "logging_steps": 1, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+        "learning_rate": 3e-3, "fused_lm_loss": fused, "output_dir": tiny_model_args["output_dir"] + str(fused),
+        **extra})
+
+
+def test_twenty_lyrics_steps_log_the_same_losses_with_and_without_the_fused_loss(tiny_model_args):
+    # Dropout on: both ways draw the same dropout masks, so the losses agree step for step.
+    losses = {}
+    for fused in (True, False):
+        trainer, _ = lyrics_run(tiny_model_args, fused)
+        assert (trainer.fused_head is not None) == fused
+        trainer.train()
+        losses[fused] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses[True]) == 20
+    assert losses[True][-1] < losses[True][0] - 0.5  # it learned
+    assert max(abs(a - b) for a, b in zip(losses[True], losses[False])) < 1e-3
+
+
+def test_the_fused_loss_steps_aside_under_autocast(tiny_model_args):
+    trainer, _ = lyrics_run(tiny_model_args, True, mixed_precision="bf16")
+    assert trainer.fused_head is None
+
+
+def test_evaluation_keeps_the_models_own_loss(tiny_model_args, monkeypatch):
+    trainer, _ = lyrics_run(tiny_model_args, True, max_steps=1)
+    calls = []
+    monkeypatch.setattr(fused_loss, "summed_token_loss", lambda *a: calls.append(a))
+    trainer.evaluate()
+    assert calls == []
