@@ -28,19 +28,24 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, chunk):
         wide = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums never below fp32
         total = hidden.new_zeros((), dtype=wide)
-        grad_hidden = torch.zeros_like(hidden)
+        grad_hidden = torch.empty_like(hidden)  # every chunk writes its rows
         grad_weight = torch.zeros_like(weight, dtype=wide)
         for start in range(0, hidden.shape[0], chunk):
             rows, labels = hidden[start : start + chunk], targets[start : start + chunk]
             logits = (rows @ weight.t()).to(wide)
-            log_norm = torch.logsumexp(logits, -1)
             real, index = labels != IGNORE, labels.clamp(min=0)
-            total += ((log_norm - logits.gather(1, index[:, None])[:, 0]) * real).sum()
-            logits.sub_(log_norm[:, None]).exp_()  # softmax, in place: d loss / d logits = softmax - one-hot
-            logits[torch.arange(len(labels), device=labels.device), index] -= 1
-            logits.mul_(real[:, None])
-            grad = logits.to(hidden.dtype)
-            grad_hidden[start : start + chunk] = grad @ weight
+            target = logits.gather(1, index[:, None])[:, 0]
+            # One pass each for max, exp and sum, all in place: the logits become the softmax, which minus the
+            # one-hot target is d loss / d logits.
+            peak = logits.amax(-1, keepdim=True)
+            probs = logits.sub_(peak).exp_()
+            norm = probs.sum(-1, keepdim=True)
+            total += ((peak[:, 0] + norm[:, 0].log() - target) * real).sum()
+            probs.div_(norm)
+            probs[torch.arange(len(labels), device=labels.device), index] -= 1
+            probs.index_fill_(0, torch.nonzero(~real).flatten(), 0.0)  # rows with no target (cheaper than a mask)
+            grad = probs.to(hidden.dtype)
+            torch.mm(grad, weight, out=grad_hidden[start : start + chunk])
             grad_weight.addmm_(grad.t().to(wide), rows.to(wide))
         ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
         return total
