@@ -153,7 +153,7 @@ class RunArguments:
     mixed_precision: str = field(
         default="auto",
         metadata={
-            "help": "auto: bf16 on GPUs that have it (fp16 on older ones), bf16 on CPUs with AMX/AVX512-BF16, "
+            "help": "auto: bf16 on GPUs that have it (fp16 on older ones), bf16 on CPUs with AMX, "
             "fp32 otherwise. measure: as auto, but a CPU times a matmul in fp32 and bf16 once (about a second) "
             "and takes bf16 only when it is 1.2x faster. Explicit --bf16/--fp16 always win.",
             "choices": ["auto", "measure", "no", "bf16", "fp16"],

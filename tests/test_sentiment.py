@@ -309,6 +309,15 @@ def test_mixed_precision_reaches_the_accelerator(overrides, precision):
     assert trainer.args.bf16 == (precision == "bf16")
 
 
+@pytest.mark.parametrize("flags, dtype", [({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, torch.bfloat16),
+                                          ({"avx2", "avx512f", "avx512_bf16"}, None), ({"avx2"}, None)])
+def test_auto_precision_takes_bf16_on_cpus_with_amx_only(flags, dtype):
+    # AVX512-BF16 without AMX measured no faster than fp32 (bench/bench_precision.py); AVX2 emulates bf16.
+    from hf_recipes.model import autocast_dtype_for_cpu
+
+    assert autocast_dtype_for_cpu(flags) == dtype
+
+
 @pytest.mark.parametrize("bf16_rate, chosen", [(30.0, "bf16"), (11.0, "no"), (1.0, "no")])
 def test_measured_precision_takes_bf16_only_when_its_matmul_is_clearly_faster(bf16_rate, chosen, monkeypatch,
                                                                               tmp_path):
