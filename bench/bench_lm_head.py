@@ -4,11 +4,11 @@
     .venv/bin/python bench/bench_lm_head.py --repeats 4
 
 The demo lyrics profile (GPT-2, 2 layers x 128, 50,257-word head), a batch of 16 x 128 token ids, fp32, no dropout.
-Prints a torch.profiler table of one forward + backward, then seconds per forward + backward (best of --repeats,
-interleaved) for: transformers' own loss (whole [tokens x vocab] logits); the loss in row chunks recomputed in the
-backward pass (torch.utils.checkpoint); and the fused linear cross-entropy the recipes train with in fp32
-(hf_recipes.fused_loss: gradients made chunk by chunk in the forward pass), with the largest gradient difference
-against transformers' loss. Asserts nothing.
+Prints seconds per forward + backward (best of --repeats, interleaved) for: transformers' own loss (whole
+[tokens x vocab] logits); the loss in row chunks recomputed in the backward pass (torch.utils.checkpoint); and the
+fused linear cross-entropy the recipes train with in fp32 (hf_recipes.fused_loss: gradients made chunk by chunk in
+the forward pass), with the largest gradient difference against transformers' loss; before that, a torch.profiler
+table of one forward + backward with the first and with the last. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.checkpoint import checkpoint
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_recipes.fused_loss import FusedLinearCrossEntropy
+from hf_recipes.fused_loss import CHUNK_ELEMENTS, summed_token_loss
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--chunk", type=int, default=2048, help="rows per chunk for the chunked losses")
+    parser.add_argument("--chunk", type=int, default=2048, help="rows per chunk for the recomputed chunks")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = GPT2Config(n_layer=2, n_embd=128, n_head=2, n_positions=128, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)
@@ -50,15 +50,18 @@ def main() -> None:
                    for i in range(0, len(targets), args.chunk)) / len(targets)
 
     def fused():
-        return FusedLinearCrossEntropy.apply(hidden(), model.lm_head.weight, targets, args.chunk) / len(targets)
+        return summed_token_loss(hidden(), model.lm_head.weight, targets) / len(targets)
 
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        whole_logits().backward()
-    model.zero_grad()
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    for name, step in (("whole logits (transformers)", whole_logits), ("fused (hf_recipes.fused_loss)", fused)):
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            step().backward()
+        model.zero_grad()
+        print(f"{name}:")
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
+    rows = max(1, CHUNK_ELEMENTS // config.vocab_size)
     sides = {"whole logits (transformers)": whole_logits, f"chunks of {args.chunk}, recomputed": recomputed_chunks,
-             f"fused, chunks of {args.chunk}": fused}
+             f"fused, chunks of {rows} (recipes)": fused}
     grads, best = {}, {}
     for _ in range(args.repeats):
         for name, step in sides.items():
