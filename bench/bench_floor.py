@@ -107,7 +107,7 @@ def main() -> None:
                         "steps untimed); default: sentiment, whose steps are too short to time 20 of them")
     parser.add_argument("--batch_size", type=int, help="per-device train batch size (default: the demo profile's)")
     parser.add_argument("--fused_lm_loss", choices=["true", "false"], default="true",
-                        help="causal LMs: train with the fused LM-head loss (the default) or the model's own, both sides")
+                        help="causal LMs: the fused LM-head loss (the default) or the model's own, on both sides")
     parser.add_argument("--no_dropout", action="store_true",
                         help="switch dropout off, so both sides' losses match without sharing the dropout RNG")
     args = parser.parse_args()
@@ -164,7 +164,7 @@ def compare(name: str, args: argparse.Namespace) -> None:
           f"{Path(data['train_file']).name}, batch {trainer.args.per_device_train_batch_size}, fp32, "
           f"{steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
           f"{timed_tokens / steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
-    loss_kind = "fused LM-head cross-entropy (hf_recipes.fused_loss)" if trainer.fused_head is not None else "model's own"
+    loss_kind = "fused LM-head cross-entropy (hf_recipes.fused_loss)" if trainer.fused_head else "model's own"
     print(f"loss: {loss_kind}, both sides")
     print(f"optimizer: {trainer.args.optim.value} (recipe) vs torch.optim.AdamW({'fused' if fused else 'foreach'}=True) "
           f"(floor), lr {trainer.args.learning_rate:g}, {trainer.args.lr_scheduler_type.value} schedule, "

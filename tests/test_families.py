@@ -116,6 +116,7 @@ def test_packed_lyrics_keep_songs_apart_on_every_family(family, tiny_model_args)
             lyrics.build_trainer(**args)
         args["reset_position_ids"] = False  # the plain run_clm layout still trains
     trainer, prepared = lyrics.build_trainer(**args)
+    assert trainer.fused_head is prepared.model.get_output_embeddings()  # its check against the family's own loss
     if family not in CANNOT_SEPARATE_PACKED:
         row = next(row for row in prepared.datasets["train"] if len(sequences_of(row)) >= 2)
         assert_packed_sequences_apart(prepared.model, row)
