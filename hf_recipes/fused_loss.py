@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
-CHUNK_ELEMENTS = 2**26  # 256 MiB of fp32 logits per chunk
+CHUNK_ELEMENTS = 2**24  # 64 MiB of fp32 logits per chunk: 333 rows of GPT-2 (faster on CPU than 1,335 or 2,048)
 IGNORE = -100
 PROBE_LOGIT_STD = 8.0  # logits this spread out are changed visibly by soft-capping at 30 (Gemma 2)
 
