@@ -3,7 +3,7 @@ made in the forward pass (the arrangement of Liger's fused linear cross-entropy,
 
 Transformers makes the [tokens x vocab] logits, their log-softmax and both gradients whole; with a 50,257-word head
 that is most of a small model's step time and memory. Here at most ``CHUNK_ELEMENTS`` logits exist at a time, and a
-chunk's softmax becomes its own gradient in place. Training only: evaluation keeps the model's own loss.
+chunk's softmax becomes its own gradient in place. Evaluation sums each sequence's token losses the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import logging
 
 import torch
 import torch.nn.functional as F
+
+from hf_recipes.metrics import token_losses
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,24 @@ def fused_loss_sum(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) 
         model(**rest)
     targets = next_token_targets(inputs)
     return summed_token_loss(captured["hidden"], head.weight, targets), targets.ne(IGNORE).sum()
+
+
+@torch.no_grad()
+def sequence_loss_sums(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) -> torch.Tensor:
+    """Evaluation's :func:`hf_recipes.metrics.token_loss_sums` without whole logits: per sequence, the summed
+    next-token loss and the number of tokens it covers, the head's logits made chunk by chunk."""
+    rest = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
+    with captured_head_input(head) as captured:
+        model(**rest)
+    hidden, targets = captured["hidden"], next_token_targets(inputs)
+    rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    wide = torch.promote_types(hidden.dtype, torch.float32)
+    losses = torch.empty(flat_targets.shape, dtype=wide, device=hidden.device)
+    chunk = max(1, CHUNK_ELEMENTS // head.out_features)
+    for start in range(0, rows.shape[0], chunk):
+        logits = (rows[start : start + chunk] @ head.weight.t()).to(wide)
+        losses[start : start + chunk] = token_losses(logits, flat_targets[start : start + chunk])
+    return torch.stack([losses.view(targets.shape).sum(-1), targets.ne(IGNORE).sum(-1).to(wide)], dim=-1)
 
 
 def fusable_head(model: torch.nn.Module) -> torch.nn.Linear | None:

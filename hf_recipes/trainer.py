@@ -14,8 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from transformers.trainer_utils import unwrap_peft_model
 
 from hf_recipes.errors import RecipeError
-from hf_recipes.fused_loss import fusable_head, fused_loss_sum
-from hf_recipes.metrics import EXACT_LOSS
+from hf_recipes.fused_loss import fusable_head, fused_loss_sum, sequence_loss_sums
+from hf_recipes.metrics import EXACT_LOSS, token_loss_sums
 from hf_recipes.model import autocast_dtype_for_cpu, cpu_matmul_rates
 from hf_recipes.upstream import TrainerWorkarounds, loss_averages_over_batch_tokens
 
@@ -32,6 +32,7 @@ class RecipeTrainer(TrainerWorkarounds):
         self.real_tokens = 0
         self.computed_tokens = 0
         self.fused_head = fusable_head(self.model) if fused_lm_loss and self.fused_loss_applies() else None
+        self.evaluating_fused = False
         if self.fused_head is not None:
             logger.info("Training loss: fused LM-head cross-entropy (no whole [tokens x vocab] logits)")
 
@@ -89,11 +90,33 @@ class RecipeTrainer(TrainerWorkarounds):
             return super().get_test_dataloader(test_dataset)
 
     def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
-        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        with self.fused_evaluation():
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
         exact = output.metrics.pop(f"{metric_key_prefix}_{EXACT_LOSS}", None)
         if exact is not None:
             output.metrics[f"{metric_key_prefix}_loss"] = exact
         return output
+
+    @contextlib.contextmanager
+    def fused_evaluation(self):
+        """With the fused loss, evaluation makes each sequence's loss sums itself (prediction_step) instead of whole
+        logits that ``token_loss_sums`` then reduces; the metrics see the same two numbers per sequence."""
+        reduce = self.preprocess_logits_for_metrics
+        self.evaluating_fused = self.fused_head is not None and reduce is token_loss_sums
+        if self.evaluating_fused:
+            self.preprocess_logits_for_metrics = None
+        try:
+            yield
+        finally:
+            self.preprocess_logits_for_metrics, self.evaluating_fused = reduce, False
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if not self.evaluating_fused or "labels" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        sums = sequence_loss_sums(model, self.fused_head, inputs)
+        loss = sums[:, 0].sum() / sums[:, 1].sum().clamp(min=1)
+        return (loss, None, None) if prediction_loss_only else (loss, sums, inputs["labels"])
 
     def real_token_share(self) -> float | None:
         """Share of computed tokens that were real, summed over all processes."""

@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_recipes import fused_loss
 from hf_recipes.fused_loss import FusedLinearCrossEntropy, fusable_head
-from hf_recipes.recipes import lyrics
+from hf_recipes.recipes import instruct, lyrics
 from tests.conftest import SAMPLES
 
 
@@ -76,9 +75,24 @@ def test_the_fused_loss_steps_aside_under_autocast(tiny_model_args):
     assert trainer.fused_head is None
 
 
-def test_evaluation_keeps_the_models_own_loss(tiny_model_args, monkeypatch):
-    trainer, _ = lyrics_run(tiny_model_args, True, max_steps=1)
-    calls = []
-    monkeypatch.setattr(fused_loss, "summed_token_loss", lambda *a: calls.append(a))
-    trainer.evaluate()
-    assert calls == []
+EVALUATED = {
+    "lyrics": (lyrics, {"train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 32}),
+    "instruct padding-free": (instruct, {"train_file": str(SAMPLES / "instructions" / "instructions.json"),
+                                         "max_train_samples": 40, "padding_free": True}),
+}
+
+
+@pytest.mark.parametrize("case", EVALUATED)
+def test_evaluation_sums_the_same_sequence_losses_without_whole_logits(case, tiny_model_args):
+    recipe, data = EVALUATED[case]
+    results, positions = {}, []
+    for fused in (True, False):
+        trainer, prepared = recipe.build_trainer(**{**tiny_model_args, **data, "max_steps": 1, "fused_lm_loss": fused,
+                                                    "per_device_eval_batch_size": 3})
+        head = prepared.model.get_output_embeddings()
+        hook = head.register_forward_hook(lambda module, args, output: positions.append((fused, output.shape[-2])))
+        results[fused] = trainer.evaluate()
+        hook.remove()
+    assert results[True]["eval_loss"] == pytest.approx(results[False]["eval_loss"], rel=1e-6)
+    assert {n for fused, n in positions if fused} == {1}  # the head never made a whole sequence's logits
+    assert max(n for fused, n in positions if not fused) > 1
