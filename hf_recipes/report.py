@@ -193,5 +193,7 @@ def run_summary(run, train_metrics: dict) -> str:
         f"schedule {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}",
         f"- real (non-padding) share of computed training tokens: {'n/a' if share is None else f'{share:.1%}'}",
     ]
+    if run.trainer.fused_head is not None:
+        lines.append("- loss: fused LM-head cross-entropy, in chunks, for training and evaluation (`fused_lm_loss`)")
     lines += [f"- {key}: {value}" for key, value in prepared.facts.items()]
     return "\n".join(lines)

@@ -122,6 +122,7 @@ def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, c
     out = Path(overrides["output_dir"])
     report = (out / "report.md").read_text()
     assert "Validation loss before and after fine-tuning" in report and "Generations before and after" in report
+    assert "- loss: fused LM-head cross-entropy" in report
     assert json.loads((out / "recipe.json").read_text())["recipe"] == "lyrics"
 
     first = lyrics.generate(out, ["Down by the"], max_new_tokens=12, generation_seed=7)
