@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 class RecipeTrainer(TrainerWorkarounds):
     """A Trainer that counts real (non-padding) tokens, stops on a non-finite loss, evaluates with its own collator
-    and reports the exact evaluation loss; it scales every model's loss correctly (see hf_recipes.upstream)."""
+    and reports the exact evaluation loss; it scales every model's loss correctly (see hf_recipes.upstream). For fp32
+    causal LMs it computes the loss without whole logits (hf_recipes.fused_loss) where that reproduces the model's."""
 
     def __init__(self, *args, eval_data_collator: Callable | None = None, fused_lm_loss: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -34,7 +35,7 @@ class RecipeTrainer(TrainerWorkarounds):
         self.fused_head = fusable_head(self.model) if fused_lm_loss and self.fused_loss_applies() else None
         self.evaluating_fused = False
         if self.fused_head is not None:
-            logger.info("Training loss: fused LM-head cross-entropy (no whole [tokens x vocab] logits)")
+            logger.info("Loss: fused LM-head cross-entropy in training and evaluation (no whole [tokens x vocab] logits)")
 
     def fused_loss_applies(self) -> bool:
         """The fused loss is written for fp32 causal LMs whose head weight is whole in every process: not under
