@@ -35,7 +35,7 @@ class RecipeTrainer(TrainerWorkarounds):
         self.fused_head = fusable_head(self.model) if fused_lm_loss and self.fused_loss_applies() else None
         self.evaluating_fused = False
         if self.fused_head is not None:
-            logger.info("Loss: fused LM-head cross-entropy in training and evaluation (no whole [tokens x vocab] logits)")
+            logger.info("Loss: fused LM-head cross-entropy, training and evaluation (no whole [tokens x vocab] logits)")
 
     def fused_loss_applies(self) -> bool:
         """The fused loss is written for fp32 causal LMs whose head weight is whole in every process: not under
