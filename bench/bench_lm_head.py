@@ -23,7 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.checkpoint import checkpoint
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_recipes.fused_loss import CHUNK_ELEMENTS, summed_token_loss
+from hf_recipes.fused_loss import chunk_rows, summed_token_loss
 
 
 def main() -> None:
@@ -59,9 +59,8 @@ def main() -> None:
         print(f"{name}:")
         print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
 
-    rows = max(1, CHUNK_ELEMENTS // config.vocab_size)
     sides = {"whole logits (transformers)": whole_logits, f"chunks of {args.chunk}, recomputed": recomputed_chunks,
-             f"fused, chunks of {rows} (recipes)": fused}
+             f"fused, chunks of {chunk_rows(config.vocab_size)} (recipes)": fused}
     grads, best = {}, {}
     for _ in range(args.repeats):
         for name, step in sides.items():

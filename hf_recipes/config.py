@@ -165,8 +165,8 @@ class RunArguments:
         metadata={
             "help": "Causal LMs trained in fp32: compute the output head's cross-entropy chunk by chunk with its "
             "gradients, never holding the whole [tokens x vocab] logits (faster, far less memory). Used where it "
-            "reproduces the model's own loss on a tiny batch at the start; bf16/fp16, FSDP, DeepSpeed and "
-            "torch_compile keep the model's own loss, as does evaluation."
+            "reproduces the model's own loss on a tiny batch at the start, for training and evaluation; bf16/fp16, "
+            "FSDP, DeepSpeed and torch_compile keep the model's own loss."
         },
     )
     early_stopping_patience: int | None = field(

@@ -58,9 +58,13 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_total, grad_weight * grad_total, None, None
 
 
+def chunk_rows(vocab_size: int) -> int:
+    return max(1, CHUNK_ELEMENTS // vocab_size)
+
+
 def summed_token_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    rows = max(1, CHUNK_ELEMENTS // weight.shape[0])
-    return FusedLinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1), rows)
+    return FusedLinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
+                                         chunk_rows(weight.shape[0]))
 
 
 def next_token_targets(inputs: dict) -> torch.Tensor:
@@ -88,27 +92,29 @@ def captured_head_input(head: torch.nn.Module):
         handle.remove()
 
 
-def fused_loss_sum(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The summed next-token loss of ``inputs`` and the number of tokens it sums over."""
+def head_input_and_targets(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict):
+    """The model's forward without its labels (and without the head's logits): the head's input and the targets."""
     rest = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
     with captured_head_input(head) as captured:
         model(**rest)
-    targets = next_token_targets(inputs)
-    return summed_token_loss(captured["hidden"], head.weight, targets), targets.ne(IGNORE).sum()
+    return captured["hidden"], next_token_targets(inputs)
+
+
+def fused_loss_sum(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed next-token loss of ``inputs`` and the number of tokens it sums over."""
+    hidden, targets = head_input_and_targets(model, head, inputs)
+    return summed_token_loss(hidden, head.weight, targets), targets.ne(IGNORE).sum()
 
 
 @torch.no_grad()
 def sequence_loss_sums(model: torch.nn.Module, head: torch.nn.Linear, inputs: dict) -> torch.Tensor:
     """Evaluation's :func:`hf_recipes.metrics.token_loss_sums` without whole logits: per sequence, the summed
     next-token loss and the number of tokens it covers, the head's logits made chunk by chunk."""
-    rest = {k: v for k, v in inputs.items() if k not in ("labels", "shift_labels")}
-    with captured_head_input(head) as captured:
-        model(**rest)
-    hidden, targets = captured["hidden"], next_token_targets(inputs)
+    hidden, targets = head_input_and_targets(model, head, inputs)
     rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     wide = torch.promote_types(hidden.dtype, torch.float32)
     losses = torch.empty(flat_targets.shape, dtype=wide, device=hidden.device)
-    chunk = max(1, CHUNK_ELEMENTS // head.out_features)
+    chunk = chunk_rows(head.out_features)
     for start in range(0, rows.shape[0], chunk):
         logits = (rows[start : start + chunk] @ head.weight.t()).to(wide)
         losses[start : start + chunk] = token_losses(logits, flat_targets[start : start + chunk])
