@@ -52,6 +52,15 @@ class ModelArguments:
     attn_implementation: str | None = field(
         default="sdpa", metadata={"help": "Attention kernel: sdpa (default), eager, flash_attention_2."}
     )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype of the weights during training. float32 (default): fp32 master weights and optimizer "
+            "state whatever the checkpoint's dtype, with bf16/fp16 compute from mixed_precision. bfloat16, float16 "
+            "or auto (the checkpoint's dtype): pure low-precision training, weights and optimizer state included.",
+            "choices": ["float32", "bfloat16", "float16", "auto"],
+        },
+    )
     # Not a flag: how from_pretrained quantizes the base, set from PeftArguments.load_in_4bit (QLoRA).
     quantization_config: Any = field(default=None, init=False, repr=False)
 

@@ -19,7 +19,7 @@ from hf_recipes.checks import Check, RunState
 from hf_recipes.config import ModelArguments
 from hf_recipes.data import check_local_file
 from hf_recipes.errors import one_line
-from hf_recipes.model import context_length, hub_kwargs
+from hf_recipes.model import context_length, hub_kwargs, weights_dtype
 from hf_recipes.report import format_change, markdown_table
 
 
@@ -77,7 +77,7 @@ def starting_language_model(model_args: ModelArguments) -> tuple[PreTrainedModel
     kwargs = {k: v for k, v in hub_kwargs(model_args).items() if v is not None}
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            name, output_loading_info=True, use_safetensors=True, **kwargs)
+            name, output_loading_info=True, use_safetensors=True, dtype=weights_dtype(model_args), **kwargs)
     except (OSError, ValueError) as err:
         return None, f"the starting model '{name}' has no causal-LM form ({one_line(err)})"
     head = model.get_output_embeddings()

@@ -73,6 +73,19 @@ def hub_kwargs(model_args: ModelArguments) -> dict:
     }
 
 
+def weights_dtype(model_args: ModelArguments) -> torch.dtype | str:
+    """The dtype weights are loaded in for training: fp32 unless a pure low-precision dtype is asked for. (Without
+    one, transformers 5 loads a checkpoint in its stored dtype: a bf16 hub model would train, and keep its Adam
+    state, in bf16.)"""
+    return "auto" if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
+
+
+def describe_weights(model: PreTrainedModel) -> str:
+    """E.g. ``float32`` or ``bfloat16 (pure low-precision training: no fp32 master weights)``, for logs and reports."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return dtype if dtype == "float32" else f"{dtype} (pure low-precision training: no fp32 master weights)"
+
+
 def load_tokenizer(model_args: ModelArguments, padding_side: str = "right") -> PreTrainedTokenizerBase:
     name = model_args.tokenizer_name or model_args.model_name_or_path
     if not name:
@@ -129,6 +142,27 @@ def parse_config_overrides(defaults, overrides: str) -> dict:
     return values
 
 
+CLASSIFIER_PAD = "<|pad|>"
+
+
+def give_distinct_pad_token(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Give a classifier's tokenizer a pad token that no other token shares, and return its text.
+
+    transformers' *ForSequenceClassification (and so ``pipeline()``) pool the last token that is not
+    ``pad_token_id``. With pad = EOS (GPT-2, Llama, Qwen base models) a text ending in the EOS text is pooled one
+    token early; with a pad id of its own the last token not padding is the last real one, in training and under
+    plain transformers alike. Rows whose text holds the pad token's text are the one way left to break this: the
+    recipe drops them.
+    """
+    specials = {tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id, tokenizer.sep_token_id,
+                tokenizer.cls_token_id} - {None}
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id in specials:
+        tokenizer.add_special_tokens({"pad_token": CLASSIFIER_PAD})
+        logger.info("Added the pad token %s (id %d): classifiers pool the last token that is not padding",
+                    CLASSIFIER_PAD, tokenizer.pad_token_id)
+    return tokenizer.pad_token
+
+
 def context_length(config) -> int:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 1024)
 
@@ -142,7 +176,6 @@ def load_model(
     ``config.pad_token_id`` (GPT-2 sequence classification needs it to find the last real token).
     """
     config = load_config(model_args, **config_kwargs)
-    config.pad_token_id = tokenizer.pad_token_id
     if model_args.model_name_or_path:
         name = model_args.model_name_or_path
         model = _from_pretrained(
@@ -153,19 +186,29 @@ def load_model(
             attn_implementation=model_args.attn_implementation,
             use_safetensors=True,
             quantization_config=model_args.quantization_config,
+            # QLoRA keeps the quantizer's own rules for the modules it leaves unquantized
+            **({} if model_args.quantization_config else {"dtype": weights_dtype(model_args)}),
             **hub_kwargs(model_args),
         )
     else:
         config.vocab_size = len(tokenizer)
         config.bos_token_id = tokenizer.bos_token_id
         config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = None  # set below, after building (a family default such as Phi-3's 32000 included)
         from_config = getattr(model_class, "from_config", None) or model_class._from_config
-        model = from_config(config, attn_implementation=model_args.attn_implementation)
+        dtype = weights_dtype(model_args)
+        model = from_config(config, attn_implementation=model_args.attn_implementation,
+                            **({} if dtype == "auto" else {"dtype": dtype}))
         logger.info("Built a fresh %s with %.1fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
+    # Set after building: families whose embedding takes config.pad_token_id as padding_idx (Llama, Qwen2, ...)
+    # would otherwise zero and freeze that row, which with pad = EOS is the EOS a causal LM must learn to emit.
+    model.config.pad_token_id = tokenizer.pad_token_id
     for generation_config in filter(None, [getattr(model, "generation_config", None)]):
         generation_config.pad_token_id = tokenizer.pad_token_id
+    weights = describe_weights(model)
+    (logger.info if weights == "float32" else logger.warning)("Weights: %s", weights)
     return model
 
 

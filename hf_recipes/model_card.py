@@ -31,7 +31,9 @@ def training_settings(args) -> dict[str, Any]:
         "processes": training.world_size,
         "num_train_epochs": training.num_train_epochs,
         "max_steps": training.max_steps,
-        "precision": "bf16" if training.bf16 else "fp16" if training.fp16 else "fp32",
+        "precision": ("bf16" if training.bf16 else "fp16" if training.fp16
+                      else "fp32" if model.dtype == "float32" else model.dtype),  # compute: autocast, else the weights
+        "weights_dtype": model.dtype,  # float32 unless pure low-precision training was asked for
         "seed": training.seed,
     }
 
@@ -89,7 +91,7 @@ def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str,
         {"setting": "learning rate", "value": settings["learning_rate"]},
         {"setting": "batch", "value": batch},
         {"setting": "length", "value": length},
-        {"setting": "precision", "value": settings["precision"]},
+        {"setting": "precision", "value": f"weights {settings['weights_dtype']}, compute {settings['precision']}"},
         {"setting": "scheduler", "value": f"{settings['lr_scheduler_type']}, warmup {settings['warmup_steps']}"},
         {"setting": "weight decay", "value": settings["weight_decay"]},
         {"setting": "seed", "value": settings["seed"]},

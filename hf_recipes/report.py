@@ -179,6 +179,8 @@ def write_report(run, report: Report, metrics_by_split: dict[str, dict[str, floa
 
 
 def run_summary(run, train_metrics: dict) -> str:
+    from hf_recipes.model import describe_weights  # torch: not imported by the report helpers `compare` uses
+
     args, prepared, training = run.args, run.prepared, run.args.training
     model = args.model.model_name_or_path or f"{args.model.model_type} from scratch ({args.model.config_overrides})"
     data = args.data.train_file or args.data.dataset_name
@@ -187,7 +189,8 @@ def run_summary(run, train_metrics: dict) -> str:
         f"- model: `{model}` ({prepared.model.num_parameters() / 1e6:.1f}M parameters)",
         f"- data: `{data}`; {run.recipe.row_unit(args)} train/validation/test: " + " / ".join(
             str(len(prepared.datasets[s])) if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
-        f"- precision: {'bf16' if training.bf16 else 'fp16' if training.fp16 else 'fp32'}; "
+        f"- precision: weights {describe_weights(prepared.model)}; compute "
+        f"{'bf16 autocast' if training.bf16 else 'fp16 autocast' if training.fp16 else 'as the weights'}; "
         f"batch {training.per_device_train_batch_size} x accumulation {training.gradient_accumulation_steps}"
         f" x {training.world_size} process(es); lr {training.learning_rate}; "
         f"schedule {getattr(training.lr_scheduler_type, 'value', training.lr_scheduler_type)}",

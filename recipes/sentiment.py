@@ -22,10 +22,10 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import drop_empty, load_splits, map_splits
+from hf_recipes.data import drop_empty, drop_rows, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
-from hf_recipes.model import load_model, load_tokenizer, max_length
+from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
 from hf_recipes.kinds import ClassifierRecipe
 from hf_recipes.recipe import Prepared
@@ -128,6 +128,8 @@ class SentimentRecipe(ClassifierRecipe):
                            ", ".join(unseen))
 
         tokenizer = load_tokenizer(args.model)
+        pad_text = give_distinct_pad_token(tokenizer)
+        holding_pad = drop_rows(raw, text, lambda value: pad_text not in value, f"whose text holds {pad_text}")
         model = load_model(
             args.model,
             AutoModelForSequenceClassification,
@@ -156,6 +158,8 @@ class SentimentRecipe(ClassifierRecipe):
             facts={
                 "labels": ", ".join(names),
                 "rows dropped for empty text": per_split(dropped),
+                **({f"rows dropped for holding the pad token {pad_text}": per_split(holding_pad)}
+                   if any(holding_pad.values()) else {}),
                 "max tokens per text": limit,
                 **({"labels without train rows (cannot be learned)": ", ".join(unseen)} if unseen else {}),
             },

@@ -1,7 +1,7 @@
 """Every recipe on the decoder-only families people fine-tune, each built tiny from ``--model_type X
---config_overrides ...`` with the bundled GPT-2 tokenizer: the classifier pools the last real token, a pad token
-costs no embedding rows, packed rows keep their sequences apart (or packing is refused), and BOS / EOS follow the
-tokenizer."""
+--config_overrides ...`` with the bundled GPT-2 tokenizer: the classifier pools the last real token (a text ending in
+the EOS text too), a causal LM's pad token costs no embedding rows, packed rows keep their sequences apart (or packing
+is refused), and BOS / EOS follow the tokenizer."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import ModelArguments
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate
-from hf_recipes.model import load_model, load_tokenizer
+from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer
 from hf_recipes.recipes import instruct, lyrics, sentiment
 from tests.conftest import SAMPLES, TOKENIZER_DIR
 
@@ -70,8 +70,10 @@ def assert_packed_sequences_apart(model, row: dict) -> None:
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_classifier_pools_the_last_real_token_alone_or_padded(family, side):
     tokenizer = load_tokenizer(model_arguments(family), padding_side=side)
+    give_distinct_pad_token(tokenizer)
     model = load_model(model_arguments(family), AutoModelForSequenceClassification, tokenizer, num_labels=3).eval()
-    texts = ["a short one", "a much longer text that needs no padding at all here", "mid length text"]
+    # The last text ends in the EOS text: with pad = EOS it was pooled one token early.
+    texts = ["a short one", "a much longer text that needs no padding at all here", "mid length text<|endoftext|>"]
     batch = PaddingCollator(tokenizer)([tokenizer(t) for t in texts])
     assert (batch["attention_mask"] == 0).any()  # the batch really is padded
     with torch.no_grad():

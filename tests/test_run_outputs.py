@@ -153,7 +153,7 @@ def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     assert "local files (train.csv, test.csv), not a Hub dataset" in body
     assert "| batch | 4 per device x 2 accumulation x 1 process(es) |" in body
     assert "| learning rate | 0.0001 |" in body and "| length | 4 steps |" in body
-    assert "| precision | fp32 |" in body
+    assert "| precision | weights float32, compute fp32 |" in body
     for wrong in ("None dataset", "mteb", "runtime", "preparation", "per_second"):
         assert wrong not in text
 
