@@ -128,8 +128,13 @@ def fusable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     the head or any other twist shows up as a different loss. The head's weight is scaled up for the check, so that
     even a fresh model's near-zero logits are large enough for soft-capping to show, then restored exactly."""
     head = model.get_output_embeddings()
-    if type(head) is not torch.nn.Linear or head.bias is not None:
-        logger.info("The output head is a %s; training keeps the model's own loss", type(head).__name__)
+    if type(head) is not torch.nn.Linear:
+        logger.info("The output head is a %s, not a plain Linear layer (e.g. an adapter wraps it), so the fused loss "
+                    "does not apply; training keeps the model's own loss", type(head).__name__)
+        return None
+    if head.bias is not None:
+        logger.info("The output head has a bias, which the fused loss does not add; training keeps the model's own "
+                    "loss")
         return None
     was_training, weight = model.training, head.weight.detach().clone()
     model.eval()  # no dropout: both losses see the same network

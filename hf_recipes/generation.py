@@ -98,6 +98,10 @@ def generate(
     config = settings.generation_config(tokenizer)
     context = context_length(model.config)
     prompt_limit = max(1, context - min(settings.max_new_tokens, context // 2))
+    # generate() fills every field the config leaves unset from the model's own generation config (a base's
+    # n-gram blocking or sampling defaults); with the config in its place, the settings alone decide the tokens.
+    decoder = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's generates
+    model_config, decoder.generation_config = decoder.generation_config, config
     set_seed(settings.generation_seed)
     prefix = bos_prefix(tokenizer) if add_bos else []
     room = max(1, prompt_limit - len(prefix))  # a prompt too long keeps its BOS and its end, where the answer starts
@@ -114,6 +118,7 @@ def generate(
             outputs.update(zip(indices, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)))
     finally:
         model.train(was_training)
+        decoder.generation_config = model_config
     return [outputs[i] for i in range(len(prompts))]
 
 

@@ -85,6 +85,11 @@ def worth_keeping(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or last_complete_checkpoint(folder) is not None
 
 
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The optimizer step a checkpoint was saved at (its trainer_state.json, which check_checkpoint requires)."""
+    return int(read_json(Path(checkpoint) / "trainer_state.json", "checkpoint state")["global_step"])
+
+
 def check_checkpoint(checkpoint: str | os.PathLike, model) -> None:
     """A checkpoint to resume from must be a complete one of the same architecture and size as ``model``."""
     path = Path(checkpoint)

@@ -188,6 +188,12 @@ class Recipe:
         leakage = self.screen_splits(raw, args)
         args.model.quantization_config = adapters.quantization_config(args.peft)
         prepared = self.prepare(args, raw)
+        if isinstance(args.task, GenerationArguments):
+            # The run's decoding replaces the base's whole generation config (sampling defaults, n-gram blocking,
+            # penalties would otherwise fill every field the run leaves unset); it is saved with the model and
+            # checkpoints, so pipeline("text-generation") decodes as `hf-recipes generate` and the report say.
+            prepared.model.generation_config = args.task.generation_config(prepared.tokenizer)
+            prepared.model.generation_config.validate(strict=True)  # as saving will, but before training
         if args.peft.use_peft:
             prepared.model = adapters.add_adapter(prepared.model, args)
             prepared.facts.update(adapters.facts(prepared.model, args.peft))
@@ -195,9 +201,6 @@ class Recipe:
         self.check_prepared(prepared, args)
         if extra_metrics:
             check_metrics(extra_metrics, *self.metric_example(prepared, args), self.metric_inputs)
-        if isinstance(args.task, GenerationArguments):
-            # Saved with the model and checkpoints: pipeline("text-generation") decodes as `hf-recipes generate`.
-            prepared.model.generation_config.update(**args.task.generation_config(prepared.tokenizer).to_diff_dict())
         prepared.resume_from = self.checkpoint_to_resume(args)
         if prepared.resume_from:
             outputs.check_checkpoint(prepared.resume_from, prepared.model)
@@ -281,16 +284,23 @@ class Recipe:
 
     def train(self, trainer: RecipeTrainer, prepared: Prepared, run: RunState) -> dict[str, float]:
         """Train (resuming when there is a checkpoint) and save the model, its state and train metrics."""
+        # Read before training: by its end, save_total_limit may have removed the checkpoint
+        resumed_at = outputs.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
         train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
         run.training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
         metrics = {**train_result.metrics, "train_samples": len(prepared.datasets["train"])}
+        if resumed_at is not None:
+            metrics.update(train_loss_of_resumed_run(trainer.state.log_history, resumed_at, trainer.state.global_step,
+                                                     metrics["train_loss"]))
         share = trainer.real_token_share()
         if share is not None:
             metrics["train_real_token_share"] = share
         clean_tokenizer_state(prepared.tokenizer)
         trainer.save_model()
         if adapters.is_adapter(prepared.model) and trainer.is_world_process_zero():
-            adapters.save_model_files(prepared.model, trainer.args.output_dir)
+            # The adapter is saved: a failure here is recorded, and the run still ends with its metrics and recipe.json
+            run_step(run.failed, "model files beside the adapter", adapters.save_model_files, prepared.model,
+                     trainer.args.output_dir)
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -324,6 +334,22 @@ class Recipe:
         for folder in (output_dir / adapters.MERGED_DIR, output_dir):  # merged/ is prompted as the run was trained
             if folder.is_dir():
                 (folder / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
+
+
+def train_loss_of_resumed_run(log_history: list[dict], resumed_at: int, global_step: int,
+                              loss_since_resume: float) -> dict[str, float]:
+    """After a resume, Trainer's ``train_loss`` is the mean over the steps since the resume only. The steps before
+    are in the log: each logged loss is the mean over the steps since the log before it. Where those logs reach the
+    resume step, ``train_loss`` becomes the whole run's mean and the figure since the resume is kept beside it;
+    otherwise ``train_loss_from_step`` says which steps it covers."""
+    total, logged_to = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and logged_to < entry["step"] <= resumed_at:
+            total, logged_to = total + entry["loss"] * (entry["step"] - logged_to), entry["step"]
+    if logged_to != resumed_at or global_step <= 0:
+        return {"train_loss_from_step": resumed_at + 1}
+    whole = (total + loss_since_resume * (global_step - resumed_at)) / global_step
+    return {"train_loss": whole, "train_loss_since_resume": loss_since_resume}
 
 
 def run_step(failed: list[dict[str, str]], name: str, function: Callable, *args, **kwargs):

@@ -1,6 +1,8 @@
 """The fused LM-head loss equals transformers' own loss and gradients, trains to the same losses, and steps aside
 for any head it does not reproduce."""
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,7 +38,7 @@ def tiny_causal_lm(model_type: str, **overrides):
     return AutoModelForCausalLM.from_config(config)
 
 
-def test_a_head_the_fused_loss_reproduces_is_used_and_any_other_is_left_to_the_model():
+def test_a_head_the_fused_loss_reproduces_is_used_and_any_other_is_left_to_the_model(caplog):
     llama = tiny_causal_lm("llama")
     before = {name: value.clone() for name, value in llama.state_dict().items()}
     assert fusable_head(llama) is llama.lm_head
@@ -46,7 +48,9 @@ def test_a_head_the_fused_loss_reproduces_is_used_and_any_other_is_left_to_the_m
     assert fusable_head(tiny_causal_lm("gemma2")) is None
     biased = tiny_causal_lm("llama")
     biased.lm_head = torch.nn.Linear(16, 64, bias=True)
-    assert fusable_head(biased) is None
+    with caplog.at_level(logging.INFO, logger="hf_recipes.fused_loss"):
+        assert fusable_head(biased) is None
+    assert "The output head has a bias, which the fused loss does not add" in caplog.text
 
 
 def lyrics_run(tiny_model_args, fused: bool, **extra):

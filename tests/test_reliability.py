@@ -18,6 +18,7 @@ from hf_recipes import cli
 from transformers import TrainerState, set_seed
 
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint
+from hf_recipes.recipe import train_loss_of_resumed_run
 from tests.conftest import SAMPLES, cli_args
 
 TASK_DATA = {
@@ -39,9 +40,10 @@ def settings(tiny_model_args, name, output_dir):
 
 
 def final_metrics(metrics):
+    """The metrics a resumed run must reproduce: evaluation, test, and the whole run's mean training loss."""
     return {k: v for k, v in metrics.items()
-            if k.startswith(("eval_", "test_")) and "runtime" not in k and "per_second" not in k
-            and "preparation_time" not in k}
+            if (k.startswith(("eval_", "test_")) or k == "train_loss") and "runtime" not in k
+            and "per_second" not in k and "preparation_time" not in k}
 
 
 def crash_at(monkeypatch, step, error=RuntimeError("simulated crash")):
@@ -162,6 +164,15 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(name, moment, uninter
         assert scale(resumed[key]) == pytest.approx(scale(value), abs=1e-4), key
     state = json.loads((tmp_path / "killed" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4, 5, 6]  # each step logged once
+
+
+def test_train_loss_of_a_resumed_run_is_the_whole_runs_mean_where_the_log_reaches_the_resume():
+    log = [{"loss": 2.0, "step": 2}, {"eval_loss": 9.0, "step": 2}, {"loss": 1.0, "step": 4}, {"loss": 0.7, "step": 5}]
+    assert train_loss_of_resumed_run(log, resumed_at=4, global_step=6, loss_since_resume=0.5) == {
+        "train_loss": (2.0 * 2 + 1.0 * 2 + 0.5 * 2) / 6, "train_loss_since_resume": 0.5}
+    # Logged every 3 steps, resumed at 4: steps 4's loss was never logged, so the figure says what it covers.
+    assert train_loss_of_resumed_run([{"loss": 2.0, "step": 3}], resumed_at=4, global_step=6,
+                                     loss_since_resume=0.5) == {"train_loss_from_step": 5}
 
 
 def test_an_incomplete_checkpoint_is_never_chosen(tmp_path):
