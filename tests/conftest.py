@@ -70,3 +70,47 @@ def cli_args(overrides):
         values = value if isinstance(value, list) else ["" if value is None else value]
         argv += [f"--{key}", *map(str, values)]
     return argv
+
+
+# Generation settings as instruct-tuned hub models ship them (Qwen2.5-Instruct's), which a fine-tuning run must neither
+# inherit for its greedy scoring nor fail on.
+QWEN_INSTRUCT_GENERATION = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                            "repetition_penalty": 1.05}
+# A chat template of plain-text markers that ends each assistant turn with EOS, as many base models' templates do.
+BASE_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '### ' + message['role'] + ':\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### assistant:\\n' }}{% endif %}"
+)
+BASE_FAMILIES = {
+    "gpt2": {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_positions": 256},
+    "qwen2": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "max_position_embeddings": 256, "tie_word_embeddings": True},
+}
+
+
+def save_pretrained_base(folder: Path, family: str = "gpt2", generation: dict | None = None) -> str:
+    """A tiny base shaped as hub checkpoints ship: weights stored in bf16, a generation_config.json that samples
+    (``generation``; Qwen2.5-Instruct's by default), a tokenizer without a pad token and with a chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CONFIG_MAPPING, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    assert tokenizer.pad_token is None
+    tokenizer.chat_template = BASE_CHAT_TEMPLATE
+    config = CONFIG_MAPPING[family](vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, **BASE_FAMILIES[family])
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id,
+                                               **(QWEN_INSTRUCT_GENERATION if generation is None else generation))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def pretrained_bases(tmp_path_factory) -> dict[str, str]:
+    """Family name -> folder of a tiny pretrained-shaped base (see save_pretrained_base)."""
+    return {family: save_pretrained_base(tmp_path_factory.mktemp(f"base-{family}"), family) for family in BASE_FAMILIES}
