@@ -512,7 +512,7 @@ def check_early_stopping(run: RunArguments, training: TrainingArguments) -> None
 
 
 # Trackers this package offers as extras (`pip install 'hf-recipes[tensorboard]'`); any other is named as a package.
-TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 
 
 def check_trackers(training: TrainingArguments) -> None:

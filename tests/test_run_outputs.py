@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import yaml
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.recipes import sentiment
-from tests.conftest import cli_args, tiny_overrides
+from tests.conftest import REPO, cli_args, tiny_overrides
 from tests.test_sentiment import tweets
 
 RUN_MEASUREMENTS = ("runtime", "per_second", "preparation_time", "samples", "flos")
@@ -114,7 +115,7 @@ def test_trackio_logs_to_its_local_database_only(tmp_path, monkeypatch):
     assert {1, 2, 3} <= set(steps)
 
 
-@pytest.mark.parametrize("tracker", ["tensorboard", "trackio"])
+@pytest.mark.parametrize("tracker", ["tensorboard", "trackio", "wandb"])
 def test_a_missing_tracker_names_the_extra_to_install(tmp_path, capsys, monkeypatch, tracker):
     from transformers.integrations import integration_utils
 
@@ -124,6 +125,8 @@ def test_a_missing_tracker_names_the_extra_to_install(tmp_path, capsys, monkeypa
     assert capsys.readouterr().err == (f"error: --report_to {tracker}: {tracker} is not installed; "
                                        f"pip install 'hf-recipes[{tracker}]'\n")
     assert not Path(overrides["output_dir"]).exists()
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [requirement.split(">")[0] for requirement in extras[tracker]] == [tracker]  # the extra named exists
 
 
 # ---- model card ---------------------------------------------------------------------------------------
