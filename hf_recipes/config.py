@@ -178,6 +178,15 @@ class RunArguments:
         default=0.0,
         metadata={"help": "How much metric_for_best_model must improve to count as an improvement (early stopping)."},
     )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "The model card's license, a hub license id (e.g. apache-2.0, mit, other). Default: the "
+                          "license in the base model's card when it names one."},
+    )
+    language: list[str] = field(
+        default_factory=lambda: ["en"],
+        metadata={"help": "The model card's language(s) of the text, ISO 639-1 codes."},
+    )
 
     def __post_init__(self):
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:

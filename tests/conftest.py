@@ -70,3 +70,18 @@ def cli_args(overrides):
         values = value if isinstance(value, list) else ["" if value is None else value]
         argv += [f"--{key}", *map(str, values)]
     return argv
+
+
+def card_snippet(output_dir: Path) -> str:
+    """The Python block of a run's model card ("How to use")."""
+    card = (output_dir / "README.md").read_text()
+    return card.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```")[0]
+
+
+def run_card_snippet(output_dir: Path, capsys) -> dict:
+    """Run the card's snippet as a user pastes it: its namespace (the pipeline it builds); its example call must
+    print something."""
+    namespace = {}
+    exec(compile(card_snippet(output_dir), str(output_dir / "README.md"), "exec"), namespace)  # noqa: S102
+    assert capsys.readouterr().out.strip()
+    return namespace

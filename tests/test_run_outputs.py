@@ -13,7 +13,7 @@ import yaml
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.recipes import sentiment
-from tests.conftest import REPO, cli_args, tiny_overrides
+from tests.conftest import REPO, card_snippet, cli_args, run_card_snippet, tiny_overrides
 from tests.test_sentiment import tweets
 
 RUN_MEASUREMENTS = ("runtime", "per_second", "preparation_time", "samples", "flos")
@@ -56,6 +56,10 @@ def test_early_stopping_ends_training_after_patience_evaluations_without_improve
     assert [step for step, _ in eval_losses] == list(range(1, patience + 2))
     assert all(abs(loss - eval_losses[0][1]) <= threshold for _, loss in eval_losses)  # the premise held
     assert max(e["step"] for e in history) == patience + 1
+    # The model card tells what training did, not only what was set
+    best = json.loads((Path(overrides["output_dir"]) / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert (f"| length | {patience + 1} steps of 30: early stopping ended training; the model is the best checkpoint "
+            f"({Path(best).name}) (set: 30 steps) |") in (Path(overrides["output_dir"]) / "README.md").read_text()
 
 
 @pytest.mark.parametrize("settings", [
@@ -143,9 +147,11 @@ def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     assert meta["library_name"] == "transformers"
     assert {"hf-recipes", "sentiment"} <= set(meta["tags"])
     test_results = json.loads((output_dir / "test_results.json").read_text())
+    assert meta["language"] == ["en"] and "license" not in meta  # from scratch: no base whose license to keep
     results = meta["model-index"][0]["results"]
     assert {r["task"]["type"] for r in results} == {"text-classification"}
     assert {r["dataset"]["split"] for r in results} == {"test"}
+    assert {r["dataset"]["type"] for r in results} == {"test.csv"}  # the scored file, not a made-up hub type
     scored = {m["type"]: m["value"] for r in results for m in r["metrics"]}
     assert {"accuracy", "loss"} <= scored.keys()
     assert not [name for name in scored if any(word in name for word in RUN_MEASUREMENTS)]
@@ -157,8 +163,68 @@ def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     assert "| batch | 4 per device x 2 accumulation x 1 process(es) |" in body
     assert "| learning rate | 0.0001 |" in body and "| length | 4 steps |" in body
     assert "| precision | fp32 |" in body
-    for wrong in ("None dataset", "mteb", "runtime", "preparation", "per_second"):
+    for wrong in ("None dataset", "mteb", "runtime", "preparation", "per_second", "local\n"):
         assert wrong not in text
+    assert "## Intended use and limitations" in body and "Labelling the sentiment of short texts" in body
+
+
+def test_the_model_card_snippet_classifies_as_hf_recipes_predict(finished_runs, tmp_path, monkeypatch, capsys):
+    output_dir = Path(finished_runs[1]["output_dir"])
+    assert f'pipeline("text-classification", model="{output_dir.resolve()}")' in card_snippet(output_dir)
+    monkeypatch.chdir(tmp_path)
+    namespace = run_card_snippet(output_dir, capsys)
+    texts = ["i love this", "i hate at the"]
+    expected = sentiment.predict(output_dir, texts)
+    found = namespace["classifier"](texts)
+    assert [r["label"] for r in found] == [r["label"] for r in expected]
+    assert [r["score"] for r in found] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+
+
+def test_license_and_language_of_the_card_are_settings(tmp_path):
+    overrides = sentiment_run(tmp_path, max_steps=1, license="mit", language=["en", "fr"], report=False,
+                              classification_baselines=False)
+    sentiment.run(**overrides)
+    meta = yaml.safe_load((Path(overrides["output_dir"]) / "README.md").read_text().split("---\n", 2)[1])
+    assert meta["license"] == "mit" and meta["language"] == ["en", "fr"]
+
+
+def test_push_to_hub_uploads_the_finished_folder_once_and_writes_no_token(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, RepoUrl
+
+    token, repo = "hf_notARealTokenButSecret123", "someone/tiny-sentiment"
+    created, uploads = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        created.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message=None, ignore_patterns=None, **kwargs):
+        folder = Path(folder_path)
+        uploads.append({"repo_id": repo_id, "message": commit_message, "ignore": ignore_patterns,
+                        "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
+                        "card": (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""})
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # the run puts the token there for the hub client; restored after
+    overrides = sentiment_run(tmp_path, max_steps=2, push_to_hub=True, hub_model_id=repo, hub_token=token)
+    sentiment.run(**overrides)
+    output_dir = Path(overrides["output_dir"])
+    assert set(created) == {repo}
+    final = uploads[-1]  # Trainer's own pushes come before, as Trainer makes them
+    assert final["repo_id"] == repo and final["message"] == ("hf-recipes sentiment: finished run (model, card, report, "
+                                                             "metrics)")
+    assert [u["message"] for u in uploads].count(final["message"]) == 1
+    written = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
+    assert final["files"] == written  # uploaded when everything was written
+    for file in ("model.safetensors", "README.md", "report.md", "confusion_matrix.png", "all_results.json",
+                 "recipe.json", "checks.json"):
+        assert file in final["files"], file
+    assert "checkpoint-*" in final["ignore"]
+    assert f'model="{repo}"' in final["card"]  # the card's snippet loads the pushed repository
+    for path in output_dir.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
 
 
 # ---- hf-recipes compare -------------------------------------------------------------------------------
