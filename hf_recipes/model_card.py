@@ -4,6 +4,7 @@ upload of the finished folder."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,10 @@ class TrainingProgress:
     @classmethod
     def of(cls, trainer, early_stopping: bool) -> "TrainingProgress":
         state = trainer.state
+        best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None  # else only tracked
         return cls(steps=state.global_step, planned_steps=state.max_steps,
                    stopped_early=early_stopping and state.global_step < state.max_steps,
-                   best_checkpoint=Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None)
+                   best_checkpoint=Path(best).name if best else None)
 
     def describe(self) -> str:
         """E.g. ``8 steps of 40: early stopping ended training; the model is the best checkpoint (checkpoint-4)``."""
@@ -121,10 +123,10 @@ def usage(recipe, args, output_dir: Path, model_id: str) -> list[str]:
     loads the base named in adapter_config.json and grows its vocabulary to the tokenizer's), then prompt."""
     example = recipe.model_card_example(args)
     classifier = recipe.model_card_task == "text-classification"
-    name = "classifier" if classifier else "generator"
+    name, model_id = "classifier" if classifier else "generator", json.dumps(model_id)  # a Python string literal
     if not args.peft.use_peft:
         code = ["from transformers import pipeline", "",
-                f'{name} = pipeline("{recipe.model_card_task}", model="{model_id}")']
+                f'{name} = pipeline("{recipe.model_card_task}", model={model_id})']
     elif classifier:
         # A base model has neither the run's labels nor its pad token: they go to the base's config as it loads.
         config = read_json(output_dir / ADAPTER_MODEL_CONFIG, "model config")
@@ -132,19 +134,19 @@ def usage(recipe, args, output_dir: Path, model_id: str) -> list[str]:
         code = ["from peft import AutoPeftModelForSequenceClassification",
                 "from transformers import AutoTokenizer, pipeline", "",
                 "model = AutoPeftModelForSequenceClassification.from_pretrained(",
-                f'    "{model_id}", id2label={labels!r},',
+                f"    {model_id}, id2label={labels!r},",
                 f"    label2id={ {label: i for i, label in labels.items()}!r}, pad_token_id={config['pad_token_id']},",
                 ").merge_and_unload()",
                 f'{name} = pipeline("{recipe.model_card_task}", model=model, '
-                f'tokenizer=AutoTokenizer.from_pretrained("{model_id}"))']
+                f"tokenizer=AutoTokenizer.from_pretrained({model_id}))"]
     else:
         code = ["from peft import AutoPeftModelForCausalLM",
                 "from transformers import AutoTokenizer, GenerationConfig, pipeline", "",
-                f'model = AutoPeftModelForCausalLM.from_pretrained("{model_id}").merge_and_unload()',
+                f"model = AutoPeftModelForCausalLM.from_pretrained({model_id}).merge_and_unload()",
                 "# the run's decoding settings and end-of-text token (the base's own would not stop a chat turn)",
-                f'model.generation_config = GenerationConfig.from_pretrained("{model_id}")',
+                f"model.generation_config = GenerationConfig.from_pretrained({model_id})",
                 f'{name} = pipeline("{recipe.model_card_task}", model=model, '
-                f'tokenizer=AutoTokenizer.from_pretrained("{model_id}"))']
+                f"tokenizer=AutoTokenizer.from_pretrained({model_id}))"]
     return ["## How to use", example.prompt_format, "```python\n" + "\n".join(code) + "\n" + example.code + "\n```",
             "## Intended use and limitations", example.intended_use, " ".join(filter(None, [example.limitations,
                                                                                           LIMITATIONS]))]
