@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,13 @@ class RunArguments:
             raise RecipeError(f"early_stopping_patience must be 1 or more, got {self.early_stopping_patience}")
         if not self.early_stopping_threshold >= 0:  # also catches NaN
             raise RecipeError(f"early_stopping_threshold must be 0 or more, got {self.early_stopping_threshold}")
+        # The hub reads these from the model card's metadata: a typo would be kept there, unnoticed
+        if self.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise RecipeError(f"license must be a hub license id (e.g. apache-2.0, mit, cc-by-4.0, other), got "
+                              f"'{self.license}'")
+        for code in self.language:
+            if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]+)*", code):
+                raise RecipeError(f"language must be ISO 639 codes (e.g. en, fr, zh), got '{code}'")
 
 
 def check_template(template: str, option: str, fields: set[str]) -> None:
