@@ -297,7 +297,9 @@ class Recipe:
         if share is not None:
             metrics["train_real_token_share"] = share
         clean_tokenizer_state(prepared.tokenizer)
-        trainer.save_model()
+        # Not Trainer's push of a half-written folder with its own card (and a failed upload would end the run): the
+        # finished folder is uploaded once, after everything is written (write_results).
+        trainer.save_model(_internal_call=True)
         if adapters.is_adapter(prepared.model) and trainer.is_world_process_zero():
             adapters.save_model_files(prepared.model, trainer.args.output_dir)
         trainer.log_metrics("train", metrics)
