@@ -1,10 +1,12 @@
 """LoRA / QLoRA with PEFT: the frozen base gets low-rank adapters, and output_dir holds the adapter in PEFT format.
 
 A run with ``use_peft`` wraps the recipe's model in a ``PeftModel`` (task CAUSAL_LM, or SEQ_CLS for a classifier,
-whose head PEFT trains in full as a module to save) before the Trainer is built. Beside the adapter, output_dir gets
-the fine-tuned model's ``config.json`` (the run's labels, pad token, architecture) and generation settings, so
-:func:`load_saved_adapter` rebuilds exactly the trained model: the base from ``adapter_config.json``, with that
-config, then the adapter.
+whose head PEFT trains in full as a module to save) before the Trainer is built. output_dir is a PEFT adapter folder
+as peft and transformers expect it: ``adapter_config.json`` naming the base (an absolute path for a local one), the
+adapter weights, the tokenizer and ``generation_config.json``, and no ``config.json`` (with one, transformers takes
+the folder for a full model and looks for its weights). The fine-tuned model's own config (the run's labels, pad
+token, grown vocabulary, architecture) is ``model_config.json``, so :func:`load_saved_adapter` rebuilds exactly the
+trained model: the base from ``adapter_config.json``, with that config, then the adapter.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from transformers.utils import logging as transformers_logging
 from hf_recipes.config import PeftArguments, RecipeArgs
 from hf_recipes.errors import RecipeError, one_line
 from hf_recipes.model import load_config
-from hf_recipes.predict import ADAPTER_CONFIG, read_json, refuse_custom_code
+from hf_recipes.predict import (ADAPTER_CONFIG, ADAPTER_MODEL_CONFIG, model_config_file, read_json,
+                               refuse_custom_code)
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +76,15 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
         modules_to_save=list(peft.lora_modules_to_save) if peft.lora_modules_to_save else None,
         trainable_token_indices=added_tokens or None,
         ensure_weight_tying=bool(added_tokens) and bool(getattr(model.config, "tie_word_embeddings", False)),
-        base_model_name_or_path=base_model_reference(args.model.model_name_or_path),
         revision=args.model.model_revision,
     )
     try:
         wrapped = get_peft_model(model, config)
     except ValueError as err:  # e.g. a target module the model does not have
         raise RecipeError(f"cannot add LoRA adapters: {one_line(err)}") from None
+    # get_peft_model names the base by the model's name_or_path, as given (maybe relative to this directory)
+    wrapped.peft_config[wrapped.active_adapter].base_model_name_or_path = base_model_reference(
+        args.model.model_name_or_path)
     trainable, total = wrapped.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return wrapped
@@ -123,11 +128,12 @@ def adapted_module_names(model) -> set[str]:
 
 
 def save_model_files(model, output_dir: str | Path) -> None:
-    """Beside the adapter: the fine-tuned model's config (labels, pad token, architecture) and generation settings."""
+    """Beside the adapter: the fine-tuned model's config (labels, pad token, architecture) as ``model_config.json``,
+    and its generation settings (a chat run's end-of-turn EOS among them)."""
     base = model.get_base_model()
     config = base.config
     config.architectures = [type(base).__name__]
-    config.save_pretrained(output_dir)
+    config.to_json_file(Path(output_dir) / ADAPTER_MODEL_CONFIG)
     generation_config = getattr(base, "generation_config", None)
     if generation_config is not None and base.can_generate():
         generation_config.save_pretrained(output_dir)
@@ -155,7 +161,7 @@ def load_saved_adapter(model_dir: str | Path, model_class, trust_remote_code: bo
     if Path(base).is_dir():
         refuse_custom_code(Path(base), trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(model_config_file(path), trust_remote_code=trust_remote_code)
         # A run that added tokens saved a larger vocabulary than the base has: load the base's, then grow it (the
         # adapter holds the embeddings with the added rows)
         rows, config.vocab_size = config.vocab_size, AutoConfig.from_pretrained(

@@ -71,7 +71,8 @@ def cmd_train(opts, extra: list[str]) -> int:
     if recipe is None:
         return 0
     metrics = recipe.run(opts.config, extra)
-    print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
+    if is_main_process():  # every process of a launched run returns the metrics; one prints them
+        print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
     return 0
 
 
@@ -108,6 +109,8 @@ def cmd_demo(opts, extra: list[str]) -> int:
         # The demo runs again over its own earlier output; a folder of anything else is refused as for train.
         args.run.overwrite_output_dir |= recipe_of(Path(args.training.output_dir)) == name
         metrics = recipe.run_from_args(args)
+        if not is_main_process():
+            continue
         summary = {k: round(v, 4) for k, v in key_metrics(metrics).items() if k.startswith("test_")}
         print(f"[{name}] report: {Path(args.training.output_dir) / 'report.md'}  {json.dumps(summary)}")
     return 0
@@ -276,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def is_main_process() -> bool:
+    """False in every process of a launched run (torchrun, accelerate launch) but the one of global rank 0."""
+    distributed = sys.modules.get("torch.distributed")  # never imported for commands that train nothing
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank() == 0
+    return True
 
 
 def close_process_group() -> None:

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +188,28 @@ class RunArguments:
         default=0.0,
         metadata={"help": "How much metric_for_best_model must improve to count as an improvement (early stopping)."},
     )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "The model card's license, a hub license id (e.g. apache-2.0, mit, other). Default: the "
+                          "license in the base model's card when it names one."},
+    )
+    language: list[str] = field(
+        default_factory=lambda: ["en"],
+        metadata={"help": "The model card's language(s) of the text, ISO 639-1 codes."},
+    )
 
     def __post_init__(self):
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise RecipeError(f"early_stopping_patience must be 1 or more, got {self.early_stopping_patience}")
         if not self.early_stopping_threshold >= 0:  # also catches NaN
             raise RecipeError(f"early_stopping_threshold must be 0 or more, got {self.early_stopping_threshold}")
+        # The hub reads these from the model card's metadata: a typo would be kept there, unnoticed
+        if self.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise RecipeError(f"license must be a hub license id (e.g. apache-2.0, mit, cc-by-4.0, other), got "
+                              f"'{self.license}'")
+        for code in self.language:
+            if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]+)*", code):
+                raise RecipeError(f"language must be ISO 639 codes (e.g. en, fr, zh), got '{code}'")
 
 
 def check_template(template: str, option: str, fields: set[str]) -> None:
@@ -521,7 +538,7 @@ def check_early_stopping(run: RunArguments, training: TrainingArguments) -> None
 
 
 # Trackers this package offers as extras (`pip install 'hf-recipes[tensorboard]'`); any other is named as a package.
-TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio"}
+TRACKER_EXTRAS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 
 
 def check_trackers(training: TrainingArguments) -> None:

@@ -19,9 +19,11 @@ from hf_recipes.errors import RecipeError, one_line
 
 RECIPE_FILE = "recipe.json"  # which recipe made a run; written last, so it also marks a finished run
 ADAPTER_CONFIG = "adapter_config.json"  # a LoRA run's output_dir holds its adapter (see adapters.py)
+ADAPTER_MODEL_CONFIG = "model_config.json"  # and, not as config.json, the config of the model it fine-tuned
 CLASSIFIER, CAUSAL_LM = "classifier", "causal LM"
-# Files transformers reads an ``auto_map`` (custom code) from.
-CODE_MAPS = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
+# Files transformers (or load_saved_adapter) reads an ``auto_map`` (custom code) from.
+CODE_MAPS = ("config.json", ADAPTER_MODEL_CONFIG, "tokenizer_config.json", "processor_config.json",
+             "preprocessor_config.json")
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -69,18 +71,26 @@ def model_kind(config: dict) -> str | None:
     return None
 
 
+def model_config_file(folder: Path) -> Path:
+    """The config of the model a folder holds: a LoRA run's ``model_config.json``, else ``config.json`` (a full
+    model, or an adapter folder that keeps its model's config there)."""
+    adapter_model = folder / ADAPTER_MODEL_CONFIG
+    return adapter_model if adapter_model.is_file() and (folder / ADAPTER_CONFIG).is_file() else folder / "config.json"
+
+
 def open_model_dir(model_dir: str | Path, kind: str, trust_remote_code: bool = False) -> Path:
     """Check a saved model folder for a verb that needs a model of ``kind``; return its path."""
     path = Path(model_dir)
     if not str(model_dir).strip() or not path.is_dir():
         raise RecipeError(f"model_dir not found: {path}")
-    if not (path / "config.json").is_file():
+    config = model_config_file(path)
+    if not config.is_file():
         raise RecipeError(f"model_dir {path} has no config.json (is it a finished run's output_dir?)")
     refuse_custom_code(path, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise RecipeError(f"model_dir {path} holds no safetensors weights (is it a finished run's output_dir?)")
     recipe = load_recipe_file(path)["recipe"]
-    found = model_kind(read_json(path / "config.json", "model config"))
+    found = model_kind(read_json(config, "model config"))
     if found is not None and found != kind:
         made_by = f"a {recipe} run" if recipe else f"a {found}"
         verb = "hf-recipes generate" if found == CAUSAL_LM else "hf-recipes predict"

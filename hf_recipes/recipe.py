@@ -28,7 +28,8 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import check_metrics, load_metrics
 from hf_recipes.model import clean_tokenizer_state
-from hf_recipes.model_card import training_settings, write_model_card
+from hf_recipes.model_card import (CardExample, TrainingProgress, push_finished_run, training_settings,
+                                  write_model_card)
 from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
 from hf_recipes.report import Report, write_report
 from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
@@ -123,6 +124,14 @@ class Recipe:
     def cli_prompts(self, opts, task: dict) -> list[str]:
         """The prompts `hf-recipes generate` sends to a model this recipe trained (default: --prompt values)."""
         raise RecipeError(f"`hf-recipes generate` does not apply to {self.name} models")
+
+    def model_card_example(self, args: RecipeArgs) -> CardExample:
+        """How the model card says to prompt a model this recipe trained (its snippet's ``generator`` or
+        ``classifier`` pipeline), and what the model is for."""
+        call = ('print(classifier("An example text."))' if self.model_card_task == "text-classification"
+                else 'print(generator("An example text.")[0]["generated_text"])')
+        return CardExample(prompt_format="Give the model text as it saw in training.", code=call,
+                           intended_use=f"{self.title}, as trained by the hf-recipes `{self.name}` recipe.")
 
     def cli_add_bos(self, task: dict) -> bool:
         """Whether `hf-recipes generate` starts the prompts with the tokenizer's BOS (not when they hold their own)."""
@@ -296,7 +305,9 @@ class Recipe:
         if share is not None:
             metrics["train_real_token_share"] = share
         clean_tokenizer_state(prepared.tokenizer)
-        trainer.save_model()
+        # Not Trainer's push of a half-written folder with its own card (and a failed upload would end the run): the
+        # finished folder is uploaded once, after everything is written (write_results).
+        trainer.save_model(_internal_call=True)
         if adapters.is_adapter(prepared.model) and trainer.is_world_process_zero():
             # The adapter is saved: a failure here is recorded, and the run still ends with its metrics and recipe.json
             run_step(run.failed, "model files beside the adapter", adapters.save_model_files, prepared.model,
@@ -319,8 +330,11 @@ class Recipe:
         output_dir = Path(args.training.output_dir)
         if args.run.report:
             step("report", write_report, run, report, metrics)
+        trainer = run.trainer
         step("model card", write_model_card, output_dir, self, args, metrics,
-             run.verdict.message if run.verdict else None)
+             run.verdict.message if run.verdict else None,
+             TrainingProgress.of(trainer, args.run.early_stopping_patience is not None),
+             trainer.hub_model_id if args.training.push_to_hub else None)
         if run.failed:
             run.found["failed_steps"] = run.failed
         if args.peft.merge_adapter:
@@ -334,6 +348,8 @@ class Recipe:
         for folder in (output_dir / adapters.MERGED_DIR, output_dir):  # merged/ is prompted as the run was trained
             if folder.is_dir():
                 (folder / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
+        if args.training.push_to_hub:  # the finished folder, once; a failed upload leaves the run finished here
+            step("push to hub", push_finished_run, output_dir, trainer, self.name)
 
 
 def train_loss_of_resumed_run(log_history: list[dict], resumed_at: int, global_step: int,

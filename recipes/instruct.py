@@ -39,6 +39,7 @@ from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
 from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split
 
@@ -378,6 +379,26 @@ class InstructRecipe(CausalLMRecipe):
         ]
         report.add("Test examples: starting model and fine-tuned", markdown_table(examples))
         return scores
+
+    def model_card_example(self, args: RecipeArgs) -> CardExample:
+        task = args.task
+        if task.prompt_format == "chat":
+            how = ("Prompt with a conversation, a list of `{\"role\", \"content\"}` messages: the tokenizer's chat "
+                   "template renders it as in training and opens the assistant's turn; the answer ends at the "
+                   "template's end-of-turn token.")
+            messages = [{"role": "user", "content": "Name three primary colors."}]
+        else:
+            rendered = render_prompt("{instruction}", "{input}", task)
+            how = ("Prompt with a user message whose content is the instruction (an optional `input` key holds the "
+                   "input): the tokenizer's chat template renders it in the format the model was trained on, the "
+                   f"input section left out when there is none:\n\n```text\n{rendered}\n```")
+            messages = [{"role": "user", "content": "Add the numbers.", "input": "2 and 3"}]
+        return CardExample(
+            prompt_format=how,
+            code=f'print(generator({messages!r})[0]["generated_text"][-1]["content"])',
+            intended_use="Answering instructions like the training ones, as an assistant for experiments and "
+                         "research.",
+            limitations="Its answers can be wrong, made up or unsafe; do not use them unchecked.")
 
     def cli_prompts(self, opts, task: dict) -> list[str]:
         if not opts.instruction:

@@ -23,6 +23,7 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared, load_recipe_file
 from hf_recipes.report import markdown_table, per_split
 
@@ -241,6 +242,21 @@ class LyricsRecipe(CausalLMRecipe):
         if not opts.prompt:
             raise RecipeError("give at least one --prompt")
         return model_prompts(opts.prompt, task.get("title_column"))
+
+    def model_card_example(self, args: RecipeArgs) -> CardExample:
+        first = args.task.prompts[0] if args.task.prompts else "Down by the river"
+        if args.task.title_column:
+            how = ("Prompt with a song title followed by a blank line (`Title\\n\\n`), as every song was trained: "
+                   "the model writes the lyrics.")
+            prompt, comment = title_prompt(first), "  # a title, then a blank line"
+        else:
+            how = "Prompt with the opening words of a song: the model continues the lyrics."
+            prompt, comment = first, ""
+        return CardExample(
+            prompt_format=how, code=f'print(generator({prompt!r})[0]["generated_text"]){comment}',
+            intended_use="Writing song lyrics in the style of the training songs, for creative and experimental use.",
+            limitations="It may repeat lines, or reproduce lyrics of the training songs, which can be under "
+                        "copyright.")
 
 
 RECIPE = LyricsRecipe()

@@ -28,6 +28,7 @@ from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
 from hf_recipes.kinds import ClassifierRecipe
+from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
@@ -112,6 +113,15 @@ class SentimentRecipe(ClassifierRecipe):
     default_config = HERE / "sentiment.yaml"
     model_card_task = "text-classification"
     metric_inputs = "predicted and true label ids"
+
+    def model_card_example(self, args: RecipeArgs) -> CardExample:
+        return CardExample(
+            prompt_format="Give the text alone, one text (or a list of texts) per call: the model returns the most "
+                          "likely label and its probability (`top_k=None` returns every label's).",
+            code='print(classifier(["what a lovely day", "ugh, mondays are the worst"]))',
+            intended_use="Labelling the sentiment of short texts like the training ones (e.g. tweets).",
+            limitations="Texts unlike the training ones (longer, another domain or language, sarcasm) get less "
+                        "reliable labels.")
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         return load_splits(args.data, args.model, args.training.seed,

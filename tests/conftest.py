@@ -114,3 +114,18 @@ def save_pretrained_base(folder: Path, family: str = "gpt2", generation: dict | 
 def pretrained_bases(tmp_path_factory) -> dict[str, str]:
     """Family name -> folder of a tiny pretrained-shaped base (see save_pretrained_base)."""
     return {family: save_pretrained_base(tmp_path_factory.mktemp(f"base-{family}"), family) for family in BASE_FAMILIES}
+
+
+def card_snippet(output_dir: Path) -> str:
+    """The Python block of a run's model card ("How to use")."""
+    card = (output_dir / "README.md").read_text()
+    return card.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```")[0]
+
+
+def run_card_snippet(output_dir: Path, capsys) -> dict:
+    """Run the card's snippet as a user pastes it: its namespace (the pipeline it builds); its example call must
+    print something."""
+    namespace = {}
+    exec(compile(card_snippet(output_dir), str(output_dir / "README.md"), "exec"), namespace)  # noqa: S102
+    assert capsys.readouterr().out.strip()
+    return namespace

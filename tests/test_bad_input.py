@@ -101,6 +101,11 @@ CLASSES = {
         "negative max_new_tokens": Case("instruct", lambda d: {"max_new_tokens": -5},
                                         "max_new_tokens must be a positive number, got -5"),
         "top_p above 1": Case("lyrics", lambda d: {"top_p": 1.5}, "top_p must be in (0, 1]"),
+        "a license that is no hub id": Case("sentiment", lambda d: {"license": "Apache 2"},
+                                            "license must be a hub license id (e.g. apache-2.0, mit, cc-by-4.0, "
+                                            "other), got 'Apache 2'"),
+        "a language that is no ISO code": Case("lyrics", lambda d: {"language": ["en", "English"]},
+                                               "language must be ISO 639 codes (e.g. en, fr, zh), got 'English'"),
         "zero generation batch": Case("instruct", lambda d: {"generation_batch_size": 0},
                                       "generation_batch_size must be a positive number"),
         "resume from another recipe's checkpoint": Case(

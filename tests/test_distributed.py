@@ -7,9 +7,11 @@ this also proves the recipes run unchanged under them and write their outputs on
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -91,7 +93,9 @@ def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_arg
     assert flatten(json.loads((two_dir / "checks.json").read_text())) == pytest.approx(
         flatten(json.loads((tmp_path / "one" / "checks.json").read_text())), rel=1e-6, abs=TOLERANCE)
     # Outputs are written once, by the main process, which says how many processes trained.
-    assert (tmp_path / "two.log").read_text().count("Report written to") == 1
+    log = (tmp_path / "two.log").read_text()
+    assert log.count("Report written to") == 1
+    assert len(re.findall(r'^ "eval_loss": ', log, flags=re.M)) == 1  # the final metrics JSON, printed once
     assert "x 2 process(es)" in (two_dir / "report.md").read_text()
     assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
@@ -128,6 +132,45 @@ def test_every_accelerate_config_loads(path):
     config = load_config_from_file(str(path))
     assert config.distributed_type.value == yaml.safe_load(path.read_text())["distributed_type"]
     assert config.num_processes >= 2
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_the_deepspeed_configs_shard_as_named_and_leave_the_batch_to_the_recipe(stage, monkeypatch):
+    """What `accelerate launch --config_file deepspeed_zeroN.yaml` hands the processes, read back by accelerate's
+    DeepSpeed plugin as the Trainer reads it: the ZeRO stage, and "auto" for every value the recipe's own flags
+    set (a number here would contradict --per_device_train_batch_size or --gradient_accumulation_steps)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    path = REPO / "configs" / "accelerate" / f"deepspeed_zero{stage}.yaml"
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(
+        ["--config_file", str(path), "train.py"]))
+    assert args.use_deepspeed and not args.use_fsdp and not args.multi_gpu
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as launch_command does
+    for key in [k for k in os.environ if k.startswith("ACCELERATE_")]:
+        monkeypatch.delenv(key)
+    for key, value in prepare_deepspeed_cmd_env(args)[1].items():
+        if key.startswith("ACCELERATE_"):
+            monkeypatch.setenv(key, value)
+    plugin = DeepSpeedPlugin()
+    config = plugin.deepspeed_config
+    assert config["zero_optimization"]["stage"] == stage
+    assert {key: config[key] for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                                         "gradient_clipping")} == dict.fromkeys(
+        ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"), "auto")
+    assert "optimizer" not in config and "scheduler" not in config  # the Trainer's, from the recipe's flags
+    # ZeRO-3 loads the base straight into shards and gathers one full model when saving: `generate` loads it.
+    assert plugin.zero3_init_flag == (stage == 3)
+    assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] == (stage == 3)
+
+
+def test_deepspeed_is_an_extra_to_install():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [requirement.split(">")[0] for requirement in extras["deepspeed"]] == ["deepspeed"]
+    for path in CONFIGS:
+        if "DEEPSPEED" in path.read_text():
+            assert "pip install 'hf-recipes[deepspeed]'" in path.read_text()
 
 
 @pytest.mark.parametrize("name", ["lyrics", "instruct"])

@@ -10,15 +10,15 @@ import torch
 from peft.tuners.lora import LoraLayer
 from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GPT2Config,
-                          GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, pipeline, set_seed)
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GenerationConfig,
+                          GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, pipeline, set_seed)
 
 from hf_recipes import cli, recipes
 from hf_recipes.adapters import MERGED_DIR, adapted_module_names
 from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
 from hf_recipes.recipe import Recipe
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import TOKENIZER_DIR, cli_args, tiny_overrides
+from tests.conftest import TOKENIZER_DIR, card_snippet, cli_args, run_card_snippet, tiny_overrides
 from tests.test_bad_input import assert_one_error_line, snapshot
 from tests.test_causal_lm_loss import hand_mean_loss
 from tests.test_reliability import TASK_DATA
@@ -36,10 +36,13 @@ def save_base(folder: Path, model_class, config_class, **config) -> str:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> str:
-    """A pretrained tiny GPT-2 (2 layers, no dropout outside the LoRA path) saved as a local model folder."""
+    """A pretrained tiny GPT-2 (2 layers, no dropout outside the LoRA path) saved as a local model folder, with a
+    model card that names its license."""
     torch.manual_seed(0)
-    return save_base(tmp_path_factory.mktemp("base"), GPT2LMHeadModel, GPT2Config, n_layer=2, n_embd=32, n_head=2,
-                     n_positions=128, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, summary_first_dropout=0)
+    folder = save_base(tmp_path_factory.mktemp("base"), GPT2LMHeadModel, GPT2Config, n_layer=2, n_embd=32, n_head=2,
+                       n_positions=128, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0, summary_first_dropout=0)
+    (Path(folder) / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# A tiny base\n")
+    return folder
 
 
 def lora(base: str, name: str, output_dir: Path, **extra) -> dict:
@@ -111,17 +114,20 @@ def run_keeping_model(recipe, settings: dict):
 
 @pytest.fixture(scope="module")
 def finished(base, tmp_path_factory):
-    """A finished LoRA run per recipe with merge_adapter and a checkpoint per step: (output_dir, trained model)."""
+    """A finished LoRA run per recipe with merge_adapter and a checkpoint per step: (output_dir, trained model).
+    The base is given relative to the working directory of the run, as users often do."""
     cache = {}
 
     def get(name):
         if name not in cache:
             out = tmp_path_factory.mktemp(f"lora-{name}") / "run"
             recipe, chat = name.removesuffix("-chat"), name.endswith("-chat")
-            settings = lora(base, recipe, out, merge_adapter=True, save_strategy="steps", save_steps=1,
+            settings = lora(Path(base).name, recipe, out, merge_adapter=True, save_strategy="steps", save_steps=1,
                             report=name == "lyrics", classification_baselines=False,
                             **({"prompt_format": "chat"} if chat else {}))
-            cache[name] = out, run_keeping_model(recipes.get(recipe), settings)[1]
+            with pytest.MonkeyPatch.context() as patch:
+                patch.chdir(Path(base).parent)
+                cache[name] = out, run_keeping_model(recipes.get(recipe), settings)[1]
         return cache[name]
 
     return get
@@ -135,10 +141,14 @@ def test_output_dir_holds_the_adapter_in_peft_format_and_a_card_naming_the_base(
     saved = load_file(out / "adapter_model.safetensors")
     assert saved and all("lora_A" in k or "lora_B" in k for k in saved)
     assert not (out / "model.safetensors").exists()
-    for file in ("tokenizer.json", "recipe.json", "report.md", "config.json", "generation_config.json"):
+    # PEFT's layout: a config.json would make transformers take the folder for a full model and look for its weights
+    assert not (out / "config.json").exists()
+    for file in ("tokenizer.json", "recipe.json", "report.md", "model_config.json", "generation_config.json"):
         assert (out / file).is_file(), file
+    assert json.loads((out / "model_config.json").read_text())["architectures"] == ["GPT2LMHeadModel"]
     card = (out / "README.md").read_text()
-    assert "library_name: peft" in card and "## LoRA adapter" in card and base in card
+    assert "library_name: peft" in card and "## LoRA adapter" in card and str(Path(base).resolve()) in card
+    assert "\nlicense: apache-2.0\n" in card  # the base's own license, kept
     assert json.loads((out / "recipe.json").read_text())["settings"]["lora"] == f"r {LORA_R}, alpha 32, dropout 0.05, all-linear"
     report = (out / "report.md").read_text()
     assert "- trainable parameters: " in report and f"- LoRA: r {LORA_R}, alpha 32" in report
@@ -333,3 +343,103 @@ def test_an_adapter_on_a_base_folder_with_its_own_code_is_refused(finished, base
     (copy / "adapter_config.json").write_text(json.dumps({**adapter, "base_model_name_or_path": str(code_base)}))
     assert_one_error_line(cli.main(["generate", "--model_dir", str(copy), "--prompt", "x"]), capsys.readouterr().err,
                           f"{code_base} ships its own Python code (config.json has auto_map)")
+
+
+# ---- the run folder under plain transformers / peft, from another working directory --------------------------
+
+
+GREEDY = {"do_sample": False, "max_new_tokens": 6, "repetition_penalty": 1.0}
+
+
+def test_a_classifier_adapter_loads_with_plain_peft_and_transformers_as_hf_recipes_predict(finished, base, tmp_path,
+                                                                                          monkeypatch, capsys):
+    from peft import AutoPeftModelForSequenceClassification, PeftModel
+
+    out, model = finished("sentiment")
+    monkeypatch.chdir(tmp_path)  # the base was given relative to the run's working directory
+    texts = ["what a lovely day", "ugh, mondays are the worst", "ok"]
+    expected = sentiment.predict(out, texts)
+    classifier = run_card_snippet(out, capsys)["classifier"]
+    found = classifier(texts)
+    assert [r["label"] for r in found] == [r["label"] for r in expected]
+    assert [r["score"] for r in found] == pytest.approx([r["score"] for r in expected], abs=1e-5)
+    # The card's line is the way: the run's labels and pad token go to the base's config as it loads ...
+    config = json.loads((out / "model_config.json").read_text())
+    labels = {"id2label": {int(i): v for i, v in config["id2label"].items()}, "label2id": config["label2id"],
+              "pad_token_id": config["pad_token_id"]}
+    assert f"id2label={labels['id2label']!r}" in card_snippet(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(**batch).logits
+        loaded = {
+            "AutoPeftModel": AutoPeftModelForSequenceClassification.from_pretrained(out, **labels),
+            "transformers' peft integration": AutoModelForSequenceClassification.from_pretrained(out, **labels),
+            "PeftModel": PeftModel.from_pretrained(
+                AutoModelForSequenceClassification.from_pretrained(base, **labels), out),
+        }
+        for how, reloaded in loaded.items():
+            assert torch.allclose(reloaded.eval()(**batch).logits, logits, atol=1e-5), how
+    # ... without them the base's two labels meet the adapter's three-label head: peft refuses (no silent misload)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        AutoPeftModelForSequenceClassification.from_pretrained(out)
+
+
+@pytest.mark.parametrize("name", ["lyrics", "instruct"])
+def test_a_causal_lm_adapter_loads_with_the_pipeline_and_every_peft_loader(name, finished, base, tmp_path,
+                                                                           monkeypatch, capsys):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+
+    out, model = finished(name)
+    monkeypatch.chdir(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = tokenizer("Down by the river the night is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        loaded = {
+            "pipeline": pipeline("text-generation", model=str(out), device="cpu").model,
+            "transformers' peft integration": AutoModelForCausalLM.from_pretrained(out),
+            "AutoPeftModel": AutoPeftModelForCausalLM.from_pretrained(out),
+            "PeftModel": PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out),
+        }
+        for how, reloaded in loaded.items():
+            assert torch.allclose(reloaded.eval()(input_ids=ids).logits, expected, atol=1e-5), how
+    generator = run_card_snippet(out, capsys)["generator"]
+    if name == "lyrics":
+        found = generator("Down by", **GREEDY)[0]["generated_text"]
+        assert found == "Down by" + lyrics.generate(out, ["Down by"], **GREEDY)[0]
+        plain = pipeline("text-generation", model=str(out), device="cpu")("Down by", **GREEDY)[0]["generated_text"]
+        assert plain == found
+    else:
+        reply = generator([{"role": "user", "content": "Say hi."}], **GREEDY)[0]["generated_text"][-1]["content"]
+        assert reply.strip() == instruct.generate(out, "Say hi.", **GREEDY)
+
+
+def test_a_chat_adapter_with_added_tokens_loads_with_peft_and_stops_at_the_end_of_its_turn(finished, base, tmp_path,
+                                                                                           monkeypatch, capsys):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+
+    out, model = finished("instruct-chat")
+    monkeypatch.chdir(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.eos_token_id == end_of_turn == 2049
+    assert GenerationConfig.from_pretrained(out).eos_token_id == end_of_turn  # the run's, not the base's
+    ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}],
+                                                      add_generation_prompt=True, tokenize=True)["input_ids"]])
+    base_model = AutoModelForCausalLM.from_pretrained(base)
+    base_model.resize_token_embeddings(len(tokenizer))  # the step the card names for PeftModel.from_pretrained
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        for how, reloaded in {"AutoPeftModel": AutoPeftModelForCausalLM.from_pretrained(out),
+                              "PeftModel": PeftModel.from_pretrained(base_model, out)}.items():
+            assert torch.allclose(reloaded.eval()(input_ids=ids).logits, expected, atol=1e-5), how
+    namespace = run_card_snippet(out, capsys)
+    assert namespace["model"].generation_config.eos_token_id == end_of_turn
+    messages = [{"role": "user", "content": "Say hi."}]
+    reply = namespace["generator"](messages, **GREEDY)[0]["generated_text"][-1]["content"]
+    assert reply.strip() == instruct.generate(out, messages=messages, **GREEDY)
+    # The end of turn stops generation: forced as the first new token, nothing follows it
+    forced = namespace["model"].generate(ids, max_new_tokens=5, do_sample=False,
+                                         sequence_bias={(t,): -1e9 for t in range(end_of_turn)})
+    assert forced[0, ids.shape[1]:].tolist() == [end_of_turn]

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import yaml
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.recipes import sentiment
-from tests.conftest import cli_args, tiny_overrides
+from tests.conftest import REPO, card_snippet, cli_args, run_card_snippet, tiny_overrides
 from tests.test_sentiment import tweets
 
 RUN_MEASUREMENTS = ("runtime", "per_second", "preparation_time", "samples", "flos")
@@ -55,6 +56,10 @@ def test_early_stopping_ends_training_after_patience_evaluations_without_improve
     assert [step for step, _ in eval_losses] == list(range(1, patience + 2))
     assert all(abs(loss - eval_losses[0][1]) <= threshold for _, loss in eval_losses)  # the premise held
     assert max(e["step"] for e in history) == patience + 1
+    # The model card tells what training did, not only what was set
+    best = json.loads((Path(overrides["output_dir"]) / "trainer_state.json").read_text())["best_model_checkpoint"]
+    assert (f"| length | {patience + 1} steps of 30: early stopping ended training; the model is the best checkpoint "
+            f"({Path(best).name}) (set: 30 steps) |") in (Path(overrides["output_dir"]) / "README.md").read_text()
 
 
 @pytest.mark.parametrize("settings", [
@@ -114,7 +119,7 @@ def test_trackio_logs_to_its_local_database_only(tmp_path, monkeypatch):
     assert {1, 2, 3} <= set(steps)
 
 
-@pytest.mark.parametrize("tracker", ["tensorboard", "trackio"])
+@pytest.mark.parametrize("tracker", ["tensorboard", "trackio", "wandb"])
 def test_a_missing_tracker_names_the_extra_to_install(tmp_path, capsys, monkeypatch, tracker):
     from transformers.integrations import integration_utils
 
@@ -124,6 +129,8 @@ def test_a_missing_tracker_names_the_extra_to_install(tmp_path, capsys, monkeypa
     assert capsys.readouterr().err == (f"error: --report_to {tracker}: {tracker} is not installed; "
                                        f"pip install 'hf-recipes[{tracker}]'\n")
     assert not Path(overrides["output_dir"]).exists()
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [requirement.split(">")[0] for requirement in extras[tracker]] == [tracker]  # the extra named exists
 
 
 # ---- model card ---------------------------------------------------------------------------------------
@@ -140,9 +147,11 @@ def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     assert meta["library_name"] == "transformers"
     assert {"hf-recipes", "sentiment"} <= set(meta["tags"])
     test_results = json.loads((output_dir / "test_results.json").read_text())
+    assert meta["language"] == ["en"] and "license" not in meta  # from scratch: no base whose license to keep
     results = meta["model-index"][0]["results"]
     assert {r["task"]["type"] for r in results} == {"text-classification"}
     assert {r["dataset"]["split"] for r in results} == {"test"}
+    assert {r["dataset"]["type"] for r in results} == {"test.csv"}  # the scored file, not a made-up hub type
     scored = {m["type"]: m["value"] for r in results for m in r["metrics"]}
     assert {"accuracy", "loss"} <= scored.keys()
     assert not [name for name in scored if any(word in name for word in RUN_MEASUREMENTS)]
@@ -154,8 +163,67 @@ def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     assert "| batch | 4 per device x 2 accumulation x 1 process(es) |" in body
     assert "| learning rate | 0.0001 |" in body and "| length | 4 steps |" in body
     assert "| precision | weights float32, compute fp32 |" in body
-    for wrong in ("None dataset", "mteb", "runtime", "preparation", "per_second"):
+    for wrong in ("None dataset", "mteb", "runtime", "preparation", "per_second", "local\n"):
         assert wrong not in text
+    assert "## Intended use and limitations" in body and "Labelling the sentiment of short texts" in body
+
+
+def test_the_model_card_snippet_classifies_as_hf_recipes_predict(finished_runs, tmp_path, monkeypatch, capsys):
+    output_dir = Path(finished_runs[1]["output_dir"])
+    assert f'pipeline("text-classification", model="{output_dir.resolve()}")' in card_snippet(output_dir)
+    monkeypatch.chdir(tmp_path)
+    namespace = run_card_snippet(output_dir, capsys)
+    texts = ["i love this", "i hate at the"]
+    expected = sentiment.predict(output_dir, texts)
+    found = namespace["classifier"](texts)
+    assert [r["label"] for r in found] == [r["label"] for r in expected]
+    assert [r["score"] for r in found] == pytest.approx([r["score"] for r in expected], abs=1e-6)
+
+
+def test_license_and_language_of_the_card_are_settings(tmp_path):
+    overrides = sentiment_run(tmp_path, max_steps=1, license="mit", language=["en", "fr"], report=False,
+                              classification_baselines=False)
+    sentiment.run(**overrides)
+    meta = yaml.safe_load((Path(overrides["output_dir"]) / "README.md").read_text().split("---\n", 2)[1])
+    assert meta["license"] == "mit" and meta["language"] == ["en", "fr"]
+
+
+def test_push_to_hub_uploads_the_finished_folder_once_and_writes_no_token(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, RepoUrl
+
+    token, repo = "hf_notARealTokenButSecret123", "someone/tiny-sentiment"
+    created, uploads = [], []
+
+    def create_repo(self, repo_id, **kwargs):
+        created.append(repo_id)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, commit_message=None, ignore_patterns=None, **kwargs):
+        folder = Path(folder_path)
+        uploads.append({"repo_id": repo_id, "message": commit_message, "ignore": ignore_patterns,
+                        "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
+                        "card": (folder / "README.md").read_text() if (folder / "README.md").is_file() else ""})
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # the run puts the token there for the hub client; restored after
+    overrides = sentiment_run(tmp_path, max_steps=2, push_to_hub=True, hub_model_id=repo, hub_token=token)
+    sentiment.run(**overrides)
+    output_dir = Path(overrides["output_dir"])
+    assert set(created) == {repo}
+    final = uploads[-1]  # without checkpoints, Trainer pushes nothing during training
+    assert [(u["repo_id"], u["message"]) for u in uploads] == [
+        (repo, "hf-recipes sentiment: finished run (model, card, report, metrics)")]
+    written = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
+    assert final["files"] == written  # uploaded when everything was written
+    for file in ("model.safetensors", "README.md", "report.md", "confusion_matrix.png", "all_results.json",
+                 "recipe.json", "checks.json"):
+        assert file in final["files"], file
+    assert "checkpoint-*" in final["ignore"]
+    assert f'model="{repo}"' in final["card"]  # the card's snippet loads the pushed repository
+    for path in output_dir.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
 
 
 # ---- hf-recipes compare -------------------------------------------------------------------------------
@@ -195,3 +263,22 @@ def test_compare_refuses_a_folder_that_is_not_a_finished_run(finished_runs, tmp_
     assert capsys.readouterr().err == (f"error: {unfinished} is not a finished hf-recipes run (no recipe.json); "
                                        "give the output_dir of a run that completed\n")
     assert not plot.exists()
+
+
+def test_a_failed_upload_keeps_the_finished_run(tmp_path, monkeypatch, caplog):
+    from huggingface_hub import HfApi, RepoUrl
+
+    def upload_folder(self, **kwargs):
+        raise OSError("503 Service Unavailable")
+
+    monkeypatch.setattr(HfApi, "create_repo",
+                        lambda self, repo_id, **kwargs: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    overrides = sentiment_run(tmp_path, max_steps=1, push_to_hub=True, hub_model_id="someone/tiny", hub_token="hf_x",
+                              report=False, classification_baselines=False)
+    sentiment.run(**overrides)
+    output_dir = Path(overrides["output_dir"])
+    for file in ("model.safetensors", "README.md", "recipe.json", "all_results.json"):
+        assert (output_dir / file).is_file(), file
+    assert "The push to hub failed after training (OSError: 503 Service Unavailable)" in caplog.text

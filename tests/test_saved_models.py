@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, GenerationConfig, pipeline, set_seed
 
 from hf_recipes.recipes import instruct, lyrics
 from hf_recipes.recipes.instruct import InstructArguments, render_prompt
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, card_snippet, run_card_snippet
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,21 @@ def test_a_plain_pipeline_samples_lyrics_as_hf_recipes_generate(saved):
     set_seed(lyrics.LyricsArguments().generation_seed)
     text = generator("Down by the")[0]["generated_text"]
     assert text == "Down by the" + lyrics.generate(out, ["Down by the"], max_new_tokens=8)[0]
+
+
+@pytest.mark.parametrize("name", ["instruct", "lyrics"])
+def test_the_model_card_snippet_generates_as_hf_recipes_generate(saved, name, tmp_path, monkeypatch, capsys):
+    out = saved / name
+    snippet = card_snippet(out)
+    assert f'pipeline("text-generation", model="{out.resolve()}")' in snippet
+    monkeypatch.chdir(tmp_path)
+    generator = run_card_snippet(out, capsys)["generator"]
+    greedy = {"do_sample": False, "max_new_tokens": 6, "repetition_penalty": 1.0}
+    if name == "lyrics":
+        assert generator("Down by", **greedy)[0]["generated_text"] == "Down by" + lyrics.generate(
+            out, ["Down by"], **greedy)[0]
+    else:
+        assert "### Instruction:\n{instruction}" in (out / "README.md").read_text()  # the prompt format, shown
+        messages = [{"role": "user", "content": "Add the numbers.", "input": "2 and 3"}]
+        reply = generator(messages, **greedy)[0]["generated_text"][-1]["content"]
+        assert reply.strip() == instruct.generate(out, "Add the numbers.", "2 and 3", **greedy)
