@@ -372,11 +372,14 @@ def test_a_classifier_adapter_loads_with_plain_peft_and_transformers_as_hf_recip
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
         logits = model(**batch).logits
+        # The classifier's own pad token grew the vocabulary: AutoPeftModel grows the base to the run's tokenizer;
+        # for PeftModel the base is grown first, as with any adapter that added tokens (transformers' own peft
+        # integration never grows it, as for chat adapters).
+        grown = AutoModelForSequenceClassification.from_pretrained(base, **labels)
+        grown.resize_token_embeddings(len(tokenizer))
         loaded = {
             "AutoPeftModel": AutoPeftModelForSequenceClassification.from_pretrained(out, **labels),
-            "transformers' peft integration": AutoModelForSequenceClassification.from_pretrained(out, **labels),
-            "PeftModel": PeftModel.from_pretrained(
-                AutoModelForSequenceClassification.from_pretrained(base, **labels), out),
+            "PeftModel": PeftModel.from_pretrained(grown, out),
         }
         for how, reloaded in loaded.items():
             assert torch.allclose(reloaded.eval()(**batch).logits, logits, atol=1e-5), how
