@@ -121,7 +121,8 @@ def label_log_likelihoods(model, tokenizer, prompts: Sequence[str], label_words:
     scores = np.zeros((len(prompt_ids), len(words)))
     was_training = model.training
     model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # Any id does under the mask; EOS is one the starting model has a row for (a classifier's own pad token is not)
+    pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     order = sorted(range(len(sequences)), key=lambda s: len(sequences[s][2]))
     keep = 1 if single else longest + 1
     try:

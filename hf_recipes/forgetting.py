@@ -101,8 +101,11 @@ def backbone_with_head(classifier: PreTrainedModel, start_lm: PreTrainedModel) -
     head = lm.get_output_embeddings()
     head.weight = torch.nn.Parameter(head.weight.detach().clone())
     lm.config.tie_word_embeddings = False
-    backbone = getattr(classifier, classifier.base_model_prefix)
-    getattr(lm, lm.base_model_prefix).load_state_dict(backbone.state_dict())
+    backbone, lm_backbone = getattr(classifier, classifier.base_model_prefix), getattr(lm, lm.base_model_prefix)
+    rows, embeddings = backbone.get_input_embeddings().num_embeddings, lm_backbone.get_input_embeddings()
+    if rows != embeddings.num_embeddings:  # the classifier's own pad token; the head keeps the starting vocabulary
+        lm_backbone.set_input_embeddings(torch.nn.Embedding(rows, embeddings.embedding_dim, embeddings.padding_idx))
+    lm_backbone.load_state_dict(backbone.state_dict())
     return lm.to(classifier.device)
 
 

@@ -15,7 +15,7 @@ from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
 from hf_recipes.model import bos_prefix
 from hf_recipes.predict import classify
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import BASE_FAMILIES, QWEN_INSTRUCT_GENERATION, save_pretrained_base, tiny_overrides
+from tests.conftest import BASE_FAMILIES, SAMPLES, QWEN_INSTRUCT_GENERATION, save_pretrained_base, tiny_overrides
 from tests.test_reliability import TASK_DATA
 
 GREEDY = {"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": 10}
@@ -226,3 +226,15 @@ def test_rows_holding_the_pad_text_are_dropped_and_counted(pretrained_bases, tmp
     assert sum(int(part.split()[-1]) for part in dropped.split(", ")) == 1
     pad = prepared.tokenizer.pad_token_id
     assert all(pad not in ids for split in prepared.datasets.values() for ids in split["input_ids"])
+
+
+def test_checks_with_the_starting_model_work_beside_the_classifiers_own_pad_token(pretrained_bases, tmp_path):
+    out = tmp_path / "run"
+    sentiment.run(**settings(pretrained_bases["gpt2"], "sentiment", out, classification_baselines=True,
+                             few_shot_k=[0, 2], max_test_samples=8,
+                             forgetting_eval_file=str(SAMPLES / "lyrics" / "songs.txt"), forgetting_max_tokens=200))
+    found = json.loads((out / "checks.json").read_text())
+    assert "failed_steps" not in found
+    assert found["forgetting"]["applies"]
+    models = [row["model"] for row in found["baselines"]["rows"]]
+    assert "starting LM, 0-shot prompt" in models and "starting LM, 2-shot prompt" in models
