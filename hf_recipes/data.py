@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
-from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local
+from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local, offline_note
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDic
             name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
         )
     except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise RecipeError(f"could not load dataset '{name}': {one_line(err)}") from None
+        raise RecipeError(f"could not load dataset '{name}': {one_line(err)}{offline_note(name)}") from None
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({"train": loaded})
     return loaded
