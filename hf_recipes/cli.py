@@ -5,7 +5,7 @@
                      [--epochs_range MIN MAX] [--warmup_range MIN MAX] [--weight_decay_range MIN MAX]
                      [--timeout SECONDS] [--any_argument value ...]
     hf-recipes demo [RECIPE ...]
-    hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
+    hf-recipes predict [sentiment] --model_dir DIR [--file FILE] [TEXT ...]
     hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
     hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
     hf-recipes compare RUN_DIR [RUN_DIR ...] [--output FILE.png]
@@ -97,11 +97,16 @@ def cmd_sweep(opts, extra: list[str]) -> int:
 
 
 def cmd_demo(opts, extra: list[str]) -> int:
-    from hf_recipes import recipes
+    from hf_recipes import flag_index, recipes
+
+    names = opts.recipes or recipes.available()
+    for name in names:  # flag errors before any recipe is imported (with torch)
+        indexed = flag_index.lookup(name) if name in recipes.available() else None
+        if indexed:
+            flag_index.check_flags(extra, indexed["flags"])
     from hf_recipes.outputs import recipe_of
     from hf_recipes.report import key_metrics
 
-    names = opts.recipes or recipes.available()
     for name in names:
         recipe = recipes.get(name)
         args = recipe.parse(recipes.demo_config(name), extra)
@@ -122,28 +127,42 @@ def reject_flags(opts, extra: list[str]) -> None:
 
 
 def cmd_predict(opts, extra: list[str]) -> int:
+    from hf_recipes import recipes
+
     reject_flags(opts, extra)
-    if opts.recipe != "sentiment":
-        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {opts.recipe}")
+    texts = list(opts.texts) + extra
+    # RECIPE may be left out (the run's recipe.json names it): a first word that names no recipe is a text.
+    recipe = texts.pop(0) if texts and texts[0] in recipes.available() else saved_recipe(opts.model_dir)
+    if recipe != "sentiment":
+        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {recipe}")
     from hf_recipes.predict import classify
 
-    texts = list(opts.texts) + extra + (read_lines(opts.file) if opts.file else [])
+    texts += read_lines(opts.file) if opts.file else []
     for result in classify(opts.model_dir, texts, batch_size=opts.batch_size,
                            trust_remote_code=opts.trust_remote_code):
         print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
     return 0
 
 
+def saved_recipe(model_dir: str) -> str:
+    """The recipe named by a run's recipe.json ("sentiment" for a folder without one), read without torch."""
+    path = Path(model_dir) / "recipe.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("recipe") or "sentiment"
+    except (OSError, ValueError, AttributeError):
+        return "sentiment"  # the classifier loader names what is wrong with the folder
+
+
 def cmd_generate(opts, extra: list[str]) -> int:
+    reject_flags(opts, extra)
+    if extra:
+        raise RecipeError(f"unknown argument '{extra[0]}'")
     import dataclasses
 
     from hf_recipes import recipes
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
     from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
-    reject_flags(opts, extra)
-    if extra:
-        raise RecipeError(f"unknown argument '{extra[0]}'")
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
     name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
@@ -164,9 +183,9 @@ def cmd_generate(opts, extra: list[str]) -> int:
 
 
 def cmd_compare(opts, extra: list[str]) -> int:
+    reject_flags(opts, extra)
     from hf_recipes.compare import compare_runs
 
-    reject_flags(opts, extra)
     compare_runs(opts.run_dirs, opts.output)
     return 0
 
@@ -235,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("recipes", nargs="*")
     demo.set_defaults(func=cmd_demo)
 
-    predict = sub.add_parser("predict", help="label texts with a saved classifier")
-    predict.add_argument("recipe")
-    predict.add_argument("texts", nargs="*")
+    predict = sub.add_parser("predict", help="label texts with a saved classifier",
+                             usage="hf-recipes predict [RECIPE] --model_dir DIR [--file FILE] [TEXT ...]")
+    predict.add_argument("texts", nargs="*", metavar="TEXT",
+                         help="texts to label; a first word naming a recipe (sentiment) is the recipe")
     predict.add_argument("--model_dir", required=True)
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch_size", type=int, default=32)
@@ -250,13 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", action="append", help="lyrics: a prompt to continue (repeatable)")
     gen.add_argument("--instruction", help="instruct: the instruction")
     gen.add_argument("--input", default="", help="instruct: the optional input")
-    gen.add_argument("--max_new_tokens", type=int)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top_k", type=int)
-    gen.add_argument("--top_p", type=float)
-    gen.add_argument("--repetition_penalty", type=float)
-    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int)
-    gen.add_argument("--do_sample", type=boolean, help="true or false")
+    # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
+    run_setting = " (default: the run's own setting)"
+    gen.add_argument("--max_new_tokens", type=int, help="tokens to generate per prompt" + run_setting)
+    gen.add_argument("--do_sample", type=boolean, help="true: sample; false: greedy decoding" + run_setting)
+    gen.add_argument("--temperature", type=float, help="sampling temperature" + run_setting)
+    gen.add_argument("--top_k", type=int, help="sample from the k most likely tokens" + run_setting)
+    gen.add_argument("--top_p", type=float, help="sample from the smallest set of tokens with this much "
+                                                  "probability" + run_setting)
+    gen.add_argument("--repetition_penalty", type=float, help="penalty for repeated tokens, 1 = none" + run_setting)
+    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int,
+                     help="seed of the sampling" + run_setting)
     gen.add_argument("--trust_remote_code", type=boolean, default=False,
                      help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)

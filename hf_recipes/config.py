@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes import aliases
+from hf_recipes.errors import RecipeError, one_line
 
 
 def empty_means_unset(arguments) -> None:
@@ -351,7 +352,7 @@ def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: s
     fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
     for key, value in values.items():
         if key not in fields:
-            raise RecipeError(f"unknown config key '{key}' in {where}{did_you_mean(key, list(fields))}")
+            raise RecipeError(f"unknown config key '{key}' in {where}{aliases.suggest(key, list(fields))}")
         takes_many = any(word in str(fields[key].type) for word in ("list", "dict", "tuple"))
         if isinstance(value, (list, tuple, dict)) and not takes_many:
             kind = "a mapping" if isinstance(value, dict) else "a list"
@@ -363,19 +364,33 @@ def parse_args(
     config: str | os.PathLike | None = None,
     argv: Sequence[str] = (),
     overrides: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple:
     """Parse ``dataclass_types`` from a YAML file, Python keyword overrides, then command-line flags.
 
     Later sources win; an override of None unsets the key (its dataclass default applies). Every key must
-    belong to one of the dataclasses; an unknown one is an error naming it.
+    belong to one of the dataclasses; an unknown one is an error naming it. Other tools' names (aliases.py) are
+    taken for ours, each with a line appended to ``notes``.
     """
+    fields = field_names(dataclass_types)
+    built_in = {k: v for cls in dataclass_types for k, v in getattr(cls, "built_in_aliases", {}).items()}
+    renamed: list[str] = []
+
+    def own_names(values: dict[str, Any], where: str) -> dict[str, Any]:
+        values, _, said = aliases.resolve(values, (), fields, built_in)
+        check_keys(values, dataclass_types, where)
+        renamed.extend(said)
+        return values
+
     values: dict[str, Any] = {}
     if config is not None:
-        values = load_yaml(config)
-        check_keys(values, dataclass_types, str(config))
+        values = own_names(load_yaml(config), str(config))
     if overrides:
-        check_keys(overrides, dataclass_types, "keyword arguments")
-        values.update(overrides)
+        values.update(own_names(overrides, "keyword arguments"))
+    _, argv, said = aliases.resolve({}, argv, fields, built_in)
+    renamed.extend(said)
+    if notes is not None:
+        notes.extend(dict.fromkeys(renamed))  # each once, in order
     tokens = to_argv(values) + list(argv)
     parser = _Parser(dataclass_types, allow_abbrev=False)
     try:
@@ -385,7 +400,7 @@ def parse_args(
     *parsed, remaining = parsed
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
-        raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags_of(parser))}")
+        raise RecipeError(f"unknown argument '{flag}'{aliases.suggest(flag, flags_of(parser))}")
     return tuple(parsed)
 
 
@@ -400,6 +415,7 @@ class RecipeArgs:
     checks: CheckArguments
     training: TrainingArguments
     peft: PeftArguments = field(default_factory=PeftArguments)
+    renamed: list[str] = field(default_factory=list)  # other tools' names taken for ours, for the log
 
 
 def flags_of(parser: argparse.ArgumentParser) -> list[str]:
@@ -441,7 +457,8 @@ def parse_recipe_args(
         # torchrun / accelerate launch on a machine without GPUs: without this, each process would set up as a
         # single-process run and all of them would train on their own and write the same output_dir.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    model, peft, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
+    renamed: list[str] = []
+    model, peft, data, task, run, checks, training = parse_args(classes, config, argv, overrides, renamed)
     if launched_without_accelerator() and training.world_size < 2:
         raise RecipeError(f"launched as {os.environ['WORLD_SIZE']} processes on a machine without GPUs, but the "
                           "processes did not join one run (ACCELERATE_USE_CPU is off?): pass --use_cpu true")
@@ -453,7 +470,8 @@ def parse_recipe_args(
     check_trackers(training)
     check_early_stopping(run, training)
     check_peft(peft, model, training)
-    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training, peft=peft)
+    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training, peft=peft,
+                      renamed=renamed)
 
 
 def check_training(training: TrainingArguments) -> None:

@@ -13,7 +13,8 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from hf_recipes.errors import RecipeError, did_you_mean
+from hf_recipes.aliases import ALIASES, suggest
+from hf_recipes.errors import RecipeError
 
 INDEX = Path(__file__).with_name("flag_index.json")
 HELP_WIDTH = 100  # help is wrapped to this width, live and indexed alike
@@ -49,10 +50,11 @@ def lookup(recipe: str) -> dict | None:
 
 def check_flags(argv: list[str], flags: list[str]) -> None:
     """The error the full parser would give for the first unknown ``--flag`` of ``argv``, without the parser."""
+    names = set(flags) | {f"--{alias}" for alias in ALIASES}  # whether an alias applies, the full parser says
     for token in argv:
         flag = token.split("=", 1)[0]
-        if token.startswith("--") and flag not in flags:
-            raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags)}")
+        if token.startswith("--") and flag not in names:
+            raise RecipeError(f"unknown argument '{flag}'{suggest(flag, flags)}")
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ class Recipe:
 
     def build_trainer_from_args(self, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         setup_logging(args.training)
+        for note in args.renamed:
+            logger.info(note)
         if args.training.hub_token:
             # Trainer pickles TrainingArguments into every training_args.bin; the hub client reads HF_TOKEN as well.
             os.environ["HF_TOKEN"] = args.training.hub_token

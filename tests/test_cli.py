@@ -47,6 +47,15 @@ def test_python_m_prints_the_version():
     (["list", "--verbose"], 2, "error: unknown argument '--verbose'"),
     (["predict", "sentiment", "--model_dir", "x", "--bach_size", "3"], 2,
      "error: unknown argument '--bach_size' (did you mean '--batch_size'?)"),
+    (["predict", "--model_dir", "x", "hello", "--bach_size", "3"], 2,
+     "error: unknown argument '--bach_size' (did you mean '--batch_size'?)"),
+    (["generate", "--model_dir", "x", "--prompt", "hi", "--temprature", "0.7"], 2,
+     "error: unknown argument '--temprature' (did you mean '--temperature'?)"),
+    (["generate", "--model_dir", "x", "--prompt", "hi", "stray"], 2, "error: unknown argument 'stray'"),
+    (["compare", "runs/a", "--outptu", "x.png"], 2, "error: unknown argument '--outptu' (did you mean '--output'?)"),
+    (["demo", "--nope"], 2, "error: unknown argument '--nope'"),
+    (["sweep", "lyrics", "--n_trials", "2", "--learning_rat", "1"], 2,
+     "error: unknown argument '--learning_rat' (did you mean '--learning_rate'?)"),
 ])
 def test_help_list_version_and_argument_errors_import_no_deep_learning_library(argv, code, shows):
     result = run_fresh(*argv)
