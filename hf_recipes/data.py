@@ -212,7 +212,13 @@ def load_splits(
         raise RecipeError("no data: set dataset_name or train_file")
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
+    check_columns(raw, data_args, required_columns, text_columns, message_columns)
+    return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
+
+def check_columns(raw: DatasetDict, data_args: DataArguments, required_columns: Iterable[str] = (),
+                  text_columns: Iterable[str] = (), message_columns: Iterable[str] = ()) -> None:
+    """Every split has ``required_columns``; ``text_columns`` hold text and ``message_columns`` conversations."""
     sources = {split: getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
                for split in raw}
     for split, dataset in raw.items():
@@ -223,11 +229,8 @@ def load_splits(
                 f"column '{missing[0]}' not found in {split} data ({source}); "
                 f"columns found: {', '.join(dataset.column_names)}"
             )
-
     check_text_columns(raw, text_columns, sources)
     check_message_columns(raw, message_columns, sources)
-
-    return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
 
 def carve_splits(

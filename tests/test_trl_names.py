@@ -14,16 +14,15 @@ INSTRUCTIONS = str(SAMPLES / "instructions" / "instructions.json")
 
 def test_trl_names_on_the_command_line_set_our_settings_and_say_so(tiny_model_args):
     args = instruct.RECIPE.parse(None, ["--max_length", "96", "--packing", "--completion_only_loss", "false",
-                                        "--dataset_num_proc=2", "--dataset_text_field", "body"],
+                                        "--dataset_num_proc=2"],
                                  **tiny_model_args)
     notes = args.renamed
     assert (args.data.max_seq_length, args.task.padding_free, args.task.train_on_inputs) == (96, True, True)
-    assert (args.data.preprocessing_num_workers, args.data.text_column) == (2, "body")
+    assert args.data.preprocessing_num_workers == 2
     assert notes == ["--max_length is TRL's name for --max_seq_length",
                      "--packing is TRL's name for --padding_free",
                      "--completion_only_loss is TRL's name for --train_on_inputs with the opposite value",
-                     "--dataset_num_proc is TRL's name for --preprocessing_num_workers",
-                     "--dataset_text_field is TRL's name for --text_column"]
+                     "--dataset_num_proc is TRL's name for --preprocessing_num_workers"]
     # the flag alone is true; TRL's default (loss on the completion only) is ours
     assert instruct.RECIPE.parse(None, ["--assistant_only_loss"], **tiny_model_args).task.train_on_inputs is False
 
@@ -43,10 +42,12 @@ def test_trl_names_in_yaml_and_the_peft_rank_of_llama_factory(tmp_path, tiny_mod
 
 
 def test_lyrics_maps_max_length_to_its_block_size_and_always_packs(tiny_model_args):
-    args = lyrics.RECIPE.parse(None, ["--max_length", "48", "--packing", "true"], **tiny_model_args)
-    assert args.task.block_size == 48
+    args = lyrics.RECIPE.parse(None, ["--max_length", "48", "--packing", "true", "--dataset_text_field", "lyrics"],
+                               **tiny_model_args)
+    assert (args.task.block_size, args.data.text_column) == (48, "lyrics")
     assert args.renamed == ["--max_length is TRL's name for --block_size",
-                            "packing: the lyrics recipe always packs whole songs into blocks of block_size tokens"]
+                            "packing: the lyrics recipe always packs whole songs into blocks of block_size tokens",
+                            "--dataset_text_field is TRL's name for --text_column"]
     with pytest.raises(RecipeError, match="^packing false cannot apply: the lyrics recipe always packs whole songs"):
         lyrics.RECIPE.parse(None, ["--packing", "false"], **tiny_model_args)
 
