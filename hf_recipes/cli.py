@@ -4,6 +4,7 @@
     hf-recipes sweep RECIPE --n_trials N [--config FILE.yaml] [--learning_rate_range MIN MAX] [--batch_sizes B ...]
                      [--epochs_range MIN MAX] [--warmup_range MIN MAX] [--weight_decay_range MIN MAX]
                      [--timeout SECONDS] [--any_argument value ...]
+    hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]
     hf-recipes demo [RECIPE ...]
     hf-recipes predict [sentiment] --model_dir DIR [--file FILE] [TEXT ...]
     hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
@@ -43,26 +44,29 @@ def read_lines(path: str) -> list[str]:
 
 
 def recipe_for(opts, extra: list[str]):
-    """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None. Help and
-    unknown flags of a built-in recipe are answered from the flag index, without loading the recipe."""
+    """The Recipe of ``train/sweep/print-config RECIPE``; with --help (--help-all), print the recipe's flags and
+    return None. Help and unknown flags of a built-in recipe are answered from the flag index, without loading the
+    recipe."""
     from hf_recipes import flag_index, recipes
 
-    if opts.recipe is None and not opts.help:
+    wants_help = opts.help or opts.help_all
+    if opts.recipe is None and not wants_help:
         raise RecipeError(f"{opts.parser.prog}: give a recipe (one of {', '.join(recipes.available())})")
     indexed = flag_index.lookup(opts.recipe) if opts.recipe is not None else None
-    if not opts.help:
+    if not wants_help:
         if indexed:
             flag_index.check_flags(extra, indexed["flags"])
         return recipes.get(opts.recipe)
     print(opts.parser.format_help())
     if opts.recipe is not None:
-        print(f"Flags of the {opts.recipe} recipe (each overrides the YAML file):\n")
-        if indexed:
-            print(indexed["help"])
-        else:
-            from hf_recipes.config import recipe_help
+        from hf_recipes.config_file import load_yaml
+        from hf_recipes.help import render
 
-            print(recipe_help(recipes.get(opts.recipe).task_args_class))
+        config = opts.config or recipes.default_config(opts.recipe)
+        fields = indexed["fields"] if indexed else flag_index.entry(recipes.get(opts.recipe))["fields"]
+        print(f"Flags of the {opts.recipe} recipe, with the values in effect ({config} over the built-in defaults); "
+              f"each overrides the YAML file. {'' if opts.help_all else '--help-all: every flag, with full help.'}\n")
+        print(render(fields, load_yaml(config), full=opts.help_all))
     return None
 
 
@@ -72,6 +76,16 @@ def cmd_train(opts, extra: list[str]) -> int:
         return 0
     metrics = recipe.run(opts.config, extra)
     print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
+    return 0
+
+
+def cmd_print_config(opts, extra: list[str]) -> int:
+    recipe = recipe_for(opts, extra)
+    if recipe is None:
+        return 0
+    from hf_recipes.config import resolved_yaml
+
+    print(resolved_yaml(recipe.parse(opts.config, extra), recipe.unused_flags), end="")
     return 0
 
 
@@ -225,13 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
         # Own --help: it lists the recipe's flags too, which only the recipe module knows.
         command = sub.add_parser(name, add_help=False, **kwargs)
         command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
-        command.add_argument("-h", "--help", action="store_true", help="show this help with every flag of RECIPE")
+        command.add_argument("-h", "--help", action="store_true",
+                             help="show this help with the flags of RECIPE and the values in effect")
+        command.add_argument("--help-all", action="store_true",
+                             help="the same with every flag (all TrainingArguments) and its full help")
         command.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
         return command
 
     train = add_recipe_command("train", help="train a recipe (YAML config, flags override it)",
                                usage="hf-recipes train RECIPE [--config FILE.yaml] [--any_flag value ...]")
     train.set_defaults(func=cmd_train)
+    print_config = add_recipe_command(
+        "print-config", help="print the settings a train run would use (YAML file and flags) as YAML, and stop",
+        usage="hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]")
+    print_config.set_defaults(func=cmd_print_config)
 
     # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
     sweep = add_recipe_command("sweep", allow_abbrev=False,

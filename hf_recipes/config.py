@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_recipes import aliases
+from hf_recipes.config_file import PATH_KEYS, SECRET_KEYS, load_yaml  # noqa: F401 - re-exported
 from hf_recipes.errors import RecipeError, one_line
 
 
@@ -264,17 +264,6 @@ class CheckArguments:
         check_template(self.few_shot_template, "few_shot_template", {"text"})
 
 
-# Keys holding secrets: read from the command line or a config, never written to any file, log or report.
-SECRET_KEYS = {"token", "hub_token"}
-
-# Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist
-# from the current directory, so shipped configs work from any working directory.
-PATH_KEYS = {
-    "model_name_or_path", "config_name", "tokenizer_name", "train_file", "validation_file", "test_file",
-    "forgetting_eval_file",
-}
-
-
 class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors are RecipeErrors (one line, no usage dump) and whose --help lists each
     dataclass's flags under its own heading (``group_titles``, one per dataclass)."""
@@ -296,27 +285,6 @@ class _Parser(HfArgumentParser):
 
     def error(self, message):
         raise RecipeError(message)
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RecipeError(f"config file {path} is not valid YAML: {one_line(err)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"config file {path} must hold a mapping of key: value, not {type(data).__name__}")
-    base = path.parent
-    for key in PATH_KEYS & data.keys():
-        value = data[key]
-        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-            if (base / value).exists():
-                data[key] = str((base / value).resolve())
-    return data
 
 
 def to_argv(values: dict[str, Any]) -> list[str]:
@@ -432,13 +400,52 @@ def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[s
     return classes, titles
 
 
-def recipe_help(task_args_class: type) -> str:
-    """Every flag of a recipe with its help text and default, grouped as the dataclasses that hold them."""
-    from hf_recipes.flag_index import HELP_WIDTH
+def recipe_fields(task_args_class: type, unused: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text and
+    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__)."""
+    from hf_recipes.help import shown
 
-    parser = _Parser(*recipe_dataclasses(task_args_class), usage=argparse.SUPPRESS, add_help=False,
-                     formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=HELP_WIDTH))
-    return parser.format_help()
+    classes, titles = recipe_dataclasses(task_args_class)
+    defaults = parse_args(classes)
+    return [{"name": f.name, "group": title, "help": f.metadata.get("help", ""),
+             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments}
+            for cls, title, instance in zip(classes, titles, defaults)
+            for f in dataclasses.fields(cls) if f.init and f.name not in unused]
+
+
+def resolved_yaml(args: RecipeArgs, unused: Sequence[str] = ()) -> str:
+    """The settings of a parsed run as YAML that ``--config`` takes again, grouped as ``--help`` groups them: every
+    flag of the recipe (less ``unused``), and the TrainingArguments that differ from transformers' defaults or are
+    among the most used. Secrets are left out."""
+    import enum
+
+    import yaml
+
+    from hf_recipes.help import COMMON_TRAINING
+
+    def plain(value):
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value] or None  # an empty list is the default: unset
+        return value if value is None or isinstance(value, (str, int, float, bool, dict)) else str(value)
+
+    class Dumper(yaml.SafeDumper):  # a template's newlines as \n in double quotes, not folded lines
+        pass
+
+    Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style='"' if "\n" in text else None))
+    classes, titles = recipe_dataclasses(type(args.task))
+    groups = (args.model, args.peft, args.data, args.task, args.run, args.checks, args.training)
+    library = dict(zip(classes, parse_args(classes, argv=["--output_dir", args.training.output_dir])))
+    parts = []
+    for cls, title, group in zip(classes, titles, groups):
+        values = {f.name: plain(getattr(group, f.name)) for f in dataclasses.fields(cls)
+                  if f.init and f.name not in unused and f.name not in SECRET_KEYS
+                  and (cls is not TrainingArguments or f.name in COMMON_TRAINING
+                       or getattr(group, f.name) != getattr(library[cls], f.name))}
+        parts.append(f"# {title}\n" + yaml.dump(values, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000))
+    return "\n".join(parts)
 
 
 def recipe_flags(task_args_class: type) -> list[str]:

@@ -17,7 +17,6 @@ from hf_recipes.aliases import ALIASES, suggest
 from hf_recipes.errors import RecipeError
 
 INDEX = Path(__file__).with_name("flag_index.json")
-HELP_WIDTH = 100  # help is wrapped to this width, live and indexed alike
 
 
 def build() -> dict:
@@ -25,17 +24,21 @@ def build() -> dict:
     import transformers
 
     from hf_recipes import recipes
-    from hf_recipes.config import recipe_flags, recipe_help
 
-    entries = {}
-    for name in recipes.BUILT_IN:
-        task_args_class = recipes.get(name).task_args_class
-        entries[name] = {"flags": recipe_flags(task_args_class), "help": recipe_help(task_args_class)}
-    return {"transformers": transformers.__version__, "recipes": entries}
+    return {"transformers": transformers.__version__,
+            "recipes": {name: entry(recipes.get(name)) for name in recipes.BUILT_IN}}
+
+
+def entry(recipe) -> dict:
+    """What the index holds for a recipe: every flag it takes, and the ones its help shows (:func:`recipe_fields`)."""
+    from hf_recipes.config import recipe_fields, recipe_flags
+
+    return {"flags": recipe_flags(recipe.task_args_class),
+            "fields": recipe_fields(recipe.task_args_class, recipe.unused_flags)}
 
 
 def lookup(recipe: str) -> dict | None:
-    """``{"flags": [...], "help": "..."}`` of a built-in recipe, or None when the index does not apply."""
+    """``{"flags": [...], "fields": [...]}`` of a built-in recipe, or None when the index does not apply."""
     from hf_recipes import recipes
 
     if recipes.registered().get(recipe) != recipes.BUILT_IN.get(recipe) or not INDEX.is_file():

@@ -74,6 +74,7 @@ class Recipe:
     leakage_unit: ClassVar[str] = "text"  # what one row is, for the leakage check
     metric_inputs: ClassVar[str | None] = None  # what --metric_names metrics score; None: nothing beyond the loss
     model_card_task: ClassVar[str | None] = None
+    unused_flags: ClassVar[tuple[str, ...]] = ()  # settings the recipe never reads: left out of its --help
     # Run after training in this order, each a failed step of its own when it fails.
     checks: ClassVar[tuple[Check, ...]] = (LeakageCheck(), forgetting.ForgettingCheck(), FitCheck())
 

@@ -159,6 +159,7 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
 
 
 class LyricsRecipe(CausalLMRecipe):
+    unused_flags = (*CausalLMRecipe.unused_flags, "max_seq_length", "metric_names")  # blocks of block_size; loss only
     name = "lyrics"
     title = "Song lyrics: causal-LM fine-tuning"
     task_args_class = LyricsArguments
