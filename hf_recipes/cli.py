@@ -26,11 +26,13 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes.help import WIDTH
 
 
 def read_lines(path: str) -> list[str]:
@@ -64,9 +66,10 @@ def recipe_for(opts, extra: list[str]):
 
         config = opts.config or recipes.default_config(opts.recipe)
         fields = indexed["fields"] if indexed else flag_index.entry(recipes.get(opts.recipe))["fields"]
-        print(f"Flags of the {opts.recipe} recipe, with the values in effect ({config} over the built-in defaults); "
-              f"each overrides the YAML file. {'' if opts.help_all else '--help-all: every flag, with full help.'}\n")
-        print(render(fields, load_yaml(config), full=opts.help_all))
+        print(textwrap.fill(f"Flags of the {opts.recipe} recipe, with the values in effect ({config} over the "
+                            "built-in defaults); each overrides the YAML file."
+                            + ("" if opts.help_all else " --help-all: every flag, with full help."), WIDTH) + "\n")
+        print(render(fields, load_yaml(config), full=opts.help_all).rstrip("\n"))
     return None
 
 
@@ -237,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_recipe_command(name: str, **kwargs) -> argparse.ArgumentParser:
         # Own --help: it lists the recipe's flags too, which only the recipe module knows.
-        command = sub.add_parser(name, add_help=False, **kwargs)
+        command = sub.add_parser(name, add_help=False, formatter_class=lambda prog: argparse.HelpFormatter(
+            prog, width=WIDTH), **kwargs)
         command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
         command.add_argument("-h", "--help", action="store_true",
                              help="show this help with the flags of RECIPE and the values in effect")

@@ -309,10 +309,16 @@ def field_names(dataclass_types: Sequence[type]) -> set[str]:
 def given_values(dataclass_types: Sequence[type], argv: Sequence[str]) -> dict[str, Any]:
     """The fields that the flags in ``argv`` set, read as the parser reads them (``--no_report`` is report: false)
     and only those: what a config file holds to stand for the command line."""
+    _, argv, _ = aliases.resolve({}, argv, field_names(dataclass_types), built_in_aliases(dataclass_types))
     parser = _Parser(dataclass_types, allow_abbrev=False)
     for action in parser._actions:
         action.default = argparse.SUPPRESS  # a flag not given leaves no value
     return vars(parser.parse_known_args(list(argv))[0])
+
+
+def built_in_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
+    """Other tools' names for what the recipe always does (aliases.resolve), from its task arguments."""
+    return {k: v for cls in dataclass_types for k, v in getattr(cls, "built_in_aliases", {}).items()}
 
 
 def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
@@ -341,7 +347,7 @@ def parse_args(
     taken for ours, each with a line appended to ``notes``.
     """
     fields = field_names(dataclass_types)
-    built_in = {k: v for cls in dataclass_types for k, v in getattr(cls, "built_in_aliases", {}).items()}
+    built_in = built_in_aliases(dataclass_types)
     renamed: list[str] = []
 
     def own_names(values: dict[str, Any], where: str) -> dict[str, Any]:

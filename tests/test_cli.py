@@ -41,7 +41,7 @@ def test_python_m_prints_the_version():
 
 @pytest.mark.parametrize("argv, code, shows", [
     (["--version"], 0, f"hf-recipes {hf_recipes.__version__}"),
-    (["--help"], 0, "{train,sweep,demo,predict,generate,compare,list}"),
+    (["--help"], 0, "{train,print-config,sweep,demo,predict,generate,compare,list}"),
     (["list"], 0, "sentiment\t"),
     (["train", "--help"], 0, "show this help with the flags of RECIPE"),
     (["trian", "sentiment"], 2, "error: hf-recipes: argument command: invalid choice: 'trian'"),

@@ -83,3 +83,11 @@ def test_a_trl_name_in_a_yaml_of_the_wrong_recipe_and_a_misspelled_key(tmp_path,
     assert cli.main(["train", "sentiment", "--config", str(config)]) == 2
     assert capsys.readouterr().err == (f"error: unknown config key 'cutoff_len' in {config} (LLaMA-Factory's "
                                        "cutoff_len is max_seq_length here)\n")
+
+
+def test_a_sweep_keeps_the_trl_names_of_its_command_line_in_its_best_config():
+    from hf_recipes.config import given_values, recipe_dataclasses
+
+    classes, _ = recipe_dataclasses(instruct.InstructArguments)
+    assert given_values(classes, ["--max_length", "64", "--completion_only_loss", "false"]) == {
+        "max_seq_length": 64, "train_on_inputs": True}
