@@ -193,6 +193,7 @@ def load_splits(
     message_columns: Iterable[str] = (),
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
+    read_columns: Callable[[DatasetDict], DatasetDict] | None = None,
 ) -> DatasetDict:
     """Return a DatasetDict with train, validation and (when given or ``test_split_percentage`` is set) test.
 
@@ -200,7 +201,8 @@ def load_splits(
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
     Columns are checked by name, ``text_columns`` by type (text or missing) and ``message_columns`` as
-    conversations (:func:`check_message_columns`).
+    conversations (:func:`check_message_columns`). ``read_columns`` lets a recipe read and check columns it tells
+    apart by their names itself, before anything is carved (so an error's row numbers are the file's).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -213,6 +215,8 @@ def load_splits(
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
     check_columns(raw, data_args, required_columns, text_columns, message_columns)
+    if read_columns:
+        raw = read_columns(raw)
     return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
 

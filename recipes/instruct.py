@@ -21,6 +21,7 @@ import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -271,6 +272,31 @@ def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
     return {split: before[split] - len(dataset) for split, dataset in raw.items()}
 
 
+def read_records(args: RecipeArgs, raw: DatasetDict) -> DatasetDict:
+    """The records' layout from their columns (stated in the log), ShareGPT turns read as messages, and the
+    columns that layout needs checked."""
+    task = args.task
+    task.dataset_format = detect_format(raw["train"], task)
+    logger.info("Records read as %s, prompt_format %s (set --prompt_format to choose)", task.dataset_format,
+                task.prompt_format)
+    if task.dataset_format == SHAREGPT:
+        column = task.messages_column
+        raw = DatasetDict({split: data.map(lambda batch: {column: [from_sharegpt(c) for c in batch[column]]},
+                                           batched=True, desc=f"Reading ShareGPT turns as messages ({split})")
+                           for split, data in raw.items()})
+    if task.messages_column:
+        check_columns(raw, args.data, (task.messages_column,), message_columns=(task.messages_column,))
+    elif task.dataset_format in (PROMPT_COMPLETION, CONVERSATIONAL_PC):
+        columns = (task.prompt_column, task.completion_column)
+        check_columns(raw, args.data, columns, **{"text_columns" if task.dataset_format == PROMPT_COMPLETION
+                                                  else "message_columns": columns})
+    else:
+        columns = (task.instruction_column, task.output_column)
+        check_columns(raw, args.data, columns, text_columns=(*columns, task.input_column))
+        add_missing_inputs(raw, task)
+    return raw
+
+
 class InstructRecipe(CausalLMRecipe):
     unused_flags = (*CausalLMRecipe.unused_flags, "text_column")  # records have their own columns
     name = "instruct"
@@ -303,27 +329,9 @@ class InstructRecipe(CausalLMRecipe):
         return list(records[task.output_column])
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
-        task = args.task
-        raw = load_splits(args.data, args.model, args.training.seed, test_split_percentage=task.test_split_percentage)
-        task.dataset_format = detect_format(raw["train"], task)
-        logger.info("Records read as %s, prompt_format %s (set --prompt_format to choose)", task.dataset_format,
-                    task.prompt_format)
-        if task.dataset_format == SHAREGPT:
-            column = task.messages_column
-            raw = DatasetDict({split: data.map(lambda batch: {column: [from_sharegpt(c) for c in batch[column]]},
-                                               batched=True, desc=f"Reading ShareGPT turns as messages ({split})")
-                               for split, data in raw.items()})
-        if task.messages_column:
-            check_columns(raw, args.data, (task.messages_column,), message_columns=(task.messages_column,))
-        elif task.dataset_format in (PROMPT_COMPLETION, CONVERSATIONAL_PC):
-            columns = (task.prompt_column, task.completion_column)
-            check_columns(raw, args.data, columns, **{"text_columns" if task.dataset_format == PROMPT_COMPLETION
-                                                      else "message_columns": columns})
-        else:
-            columns = (task.instruction_column, task.output_column)
-            check_columns(raw, args.data, columns, text_columns=(*columns, task.input_column))
-            add_missing_inputs(raw, task)
-        return raw
+        return load_splits(args.data, args.model, args.training.seed, read_columns=partial(read_records, args),
+                           test_split_percentage=args.task.test_split_percentage)
+
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         task = args.task
