@@ -170,3 +170,16 @@ def test_half_a_format_names_the_missing_column(tmp_path, tiny):
     with pytest.raises(RecipeError, match="^column 'completion' not found in the train data; columns found: "
                                           "prompt, answer$"):
         instruct.build_trainer(**tiny, train_file=write_jsonl(tmp_path / "half.jsonl", rows))
+
+
+def test_language_modelling_text_trains_with_the_lyrics_recipe_and_trl_names(tmp_path, tiny, caplog):
+    songs = [song.strip() for song in (SAMPLES / "lyrics" / "songs.txt").read_text().split("\n\n") if song.strip()]
+    train_file = write_jsonl(tmp_path / "songs.jsonl", [{"content": song} for song in songs])
+    argv = ["train", "lyrics", *cli_args({**tiny, "train_file": train_file}), "--dataset_text_field", "content",
+            "--max_length", "48", "--packing"]
+    with caplog.at_level(logging.INFO, logger="hf_recipes"):
+        assert cli.main(argv) == 0
+    task = json.loads((Path(tiny["output_dir"]) / "recipe.json").read_text())["task"]
+    assert task["block_size"] == 48
+    assert "--dataset_text_field is TRL's name for --text_column" in caplog.text
+    assert "packing: the lyrics recipe always packs whole songs into blocks of block_size tokens" in caplog.text
