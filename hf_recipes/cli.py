@@ -7,13 +7,13 @@
     hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]
     hf-recipes demo [RECIPE ...]
     hf-recipes predict [sentiment] --model_dir DIR [--file FILE] [TEXT ...]
-    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
+    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics; instruct on prompt/completion)
     hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
     hf-recipes compare RUN_DIR [RUN_DIR ...] [--output FILE.png]
     hf-recipes list
 
-Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file;
-``hf-recipes train RECIPE --help`` lists them all. Errors print one line (``error: ...``) and exit non-zero;
+Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file (TRL's names
+too); ``hf-recipes train RECIPE --help`` lists the recipe's own with the values in effect, ``--help-all`` every one. Errors print one line (``error: ...``) and exit non-zero;
 ``--debug`` shows the traceback instead.
 
 Only the commands that need them import torch and transformers, so help, ``list``, ``--version`` and argument
@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate text with a saved causal-LM run (lyrics, instruct)")
     gen.add_argument("--model_dir", required=True)
-    gen.add_argument("--prompt", action="append", help="lyrics: a prompt to continue (repeatable)")
+    gen.add_argument("--prompt", action="append", help="a prompt to continue, as given (repeatable): lyrics, and "
+                                                        "instruct runs trained on prompt/completion text")
     gen.add_argument("--instruction", help="instruct: the instruction")
     gen.add_argument("--input", default="", help="instruct: the optional input")
     # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
