@@ -13,13 +13,14 @@ from typing import Any
 
 from hf_recipes.aliases import resolve
 from hf_recipes.config_file import SECRET_KEYS
+from hf_recipes.errors import RecipeError
 
 # The TrainingArguments shown by --help, in this order (and any other the YAML file sets).
 COMMON_TRAINING = (
     "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
     "gradient_accumulation_steps", "learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "optim",
     "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit", "load_best_model_at_end",
-    "metric_for_best_model", "logging_steps", "seed", "bf16", "fp16", "gradient_checkpointing", "use_cpu",
+    "metric_for_best_model", "logging_steps", "seed", "bf16", "fp16", "activation_checkpointing", "use_cpu",
     "report_to", "push_to_hub", "resume_from_checkpoint",
 )
 WIDTH = 100
@@ -60,7 +61,7 @@ def in_effect(fields: list[dict], config_values: dict[str, Any]) -> dict[str, st
     names = {f["name"] for f in fields}
     try:
         values, _, _ = resolve(config_values, (), names, {})
-    except Exception:  # noqa: BLE001 - a bad YAML file is the run's error to report; help shows the defaults
+    except RecipeError:  # e.g. a TRL name beside ours: the run's error to report; help shows the defaults
         values = {}
     return {f["name"]: shown(values[f["name"]], f["name"]) if f["name"] in values else f["default"] for f in fields}
 
