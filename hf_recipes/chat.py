@@ -49,15 +49,16 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], add_
         raise RecipeError(f"the tokenizer's chat template cannot render a conversation: {one_line(err)}") from None
 
 
-def answer_spans(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character span of each assistant turn in it: from the end of the
-    generation prompt before the turn to the end of what the template renders for the turn, less trailing
-    whitespace (ChatML's newline after ``<|im_end|>`` is not a target: generation stops at ``<|im_end|>`` and the
-    next prompt renders the newline)."""
+def answer_spans(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], first_target: int = 0
+                 ) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character span of each assistant turn in it from message
+    ``first_target`` on (earlier ones are the prompt): from the end of the generation prompt before the turn to the
+    end of what the template renders for the turn, less trailing whitespace (ChatML's newline after ``<|im_end|>``
+    is not a target: generation stops at ``<|im_end|>`` and the next prompt renders the newline)."""
     text = render(tokenizer, messages)
     spans = []
     for turn, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or turn < first_target:
             continue
         before = render(tokenizer, messages[:turn], add_generation_prompt=True)
         through = render(tokenizer, messages[: turn + 1])
@@ -73,14 +74,16 @@ def answer_spans(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]
 
 
 def chat_examples(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]],
-                  train_on_inputs: bool) -> list[tuple[list[int], list[int]]]:
+                  train_on_inputs: bool, first_targets: Sequence[int] | None = None
+                  ) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) of each conversation, whole (not cut to a length): the rendered text tokenized without
     special tokens (the template writes its own BOS). A token is a target when its characters overlap an assistant
-    span (every token with ``train_on_inputs``)."""
+    span from the conversation's ``first_targets`` message on (every token with ``train_on_inputs``)."""
     if not tokenizer.is_fast:
         raise RecipeError("prompt_format chat needs a fast tokenizer (one with tokenizer.json): it maps the "
                           "assistant turns to tokens through character offsets")
-    rendered = [answer_spans(tokenizer, messages) for messages in conversations]
+    firsts = first_targets or [0] * len(conversations)
+    rendered = [answer_spans(tokenizer, messages, first) for messages, first in zip(conversations, firsts)]
     encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     examples = []
     for ids, offsets, (_, spans) in zip(encoded["input_ids"], encoded["offset_mapping"], rendered):
@@ -113,3 +116,22 @@ def generation_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mes
 def transcript(messages: Sequence[Message]) -> str:
     """``role: content`` per turn, for reports and the LLM judge."""
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+# ShareGPT speakers ("from") as message roles.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def is_sharegpt(conversations: Sequence) -> bool:
+    """The first conversation's first turn is ShareGPT's ``{from, value}``."""
+    first = next((c for c in conversations if c), None)
+    return bool(first) and isinstance(first[0], dict) and "from" in first[0] and "value" in first[0]
+
+
+def from_sharegpt(conversation):
+    """ShareGPT turns as ``{role, content}`` messages (human -> user, gpt -> assistant); an unknown speaker keeps
+    its name, for the message check to name it. Anything not a list of turns is left for that check too."""
+    if not isinstance(conversation, list):
+        return conversation
+    return [{"role": SHAREGPT_ROLES.get(turn["from"], turn["from"]), "content": turn.get("value")}
+            if isinstance(turn, dict) and "from" in turn else turn for turn in conversation]

@@ -237,6 +237,11 @@ def fit_check(training_log: list[dict], args, baselines_found: dict | None = Non
     return verdict
 
 
+def moved(drop: float) -> str:
+    """How a training loss that fell by the share ``drop`` (negative: it rose) moved, for the underfitting verdict."""
+    return "barely moved" if drop >= 0 else "rose instead of falling"
+
+
 def fit_verdict(
     log_history: Sequence[dict[str, Any]],
     *,
@@ -317,7 +322,8 @@ def fit_verdict(
         now_epochs = f" (now {num_train_epochs:g})" if num_train_epochs else ""
         return FitVerdict(
             "underfitting",
-            f"**Underfitting.** Training loss barely moved: from {head:.4f} to {tail:.4f} ({drop:.1%} lower). "
+            f"**Underfitting.** Training loss {moved(drop)}: from {head:.4f} to {tail:.4f} "
+            f"({abs(drop):.1%} {'lower' if drop >= 0 else 'higher'}). "
             f"Try a higher `learning_rate`{now_lr} or more epochs{now_epochs}.",
             best_step,
         )

@@ -4,15 +4,16 @@
     hf-recipes sweep RECIPE --n_trials N [--config FILE.yaml] [--learning_rate_range MIN MAX] [--batch_sizes B ...]
                      [--epochs_range MIN MAX] [--warmup_range MIN MAX] [--weight_decay_range MIN MAX]
                      [--timeout SECONDS] [--any_argument value ...]
+    hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]
     hf-recipes demo [RECIPE ...]
-    hf-recipes predict sentiment --model_dir DIR [--file FILE] [TEXT ...]
-    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics)
+    hf-recipes predict [sentiment] --model_dir DIR [--file FILE] [TEXT ...]
+    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics; instruct on prompt/completion)
     hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
     hf-recipes compare RUN_DIR [RUN_DIR ...] [--output FILE.png]
     hf-recipes list
 
-Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file;
-``hf-recipes train RECIPE --help`` lists them all. Errors print one line (``error: ...``) and exit non-zero;
+Any TrainingArguments / model / data argument can be given as a flag and overrides the YAML file (TRL's names
+too); ``hf-recipes train RECIPE --help`` lists the recipe's own with the values in effect, ``--help-all`` every one. Errors print one line (``error: ...``) and exit non-zero;
 ``--debug`` shows the traceback instead.
 
 Only the commands that need them import torch and transformers, so help, ``list``, ``--version`` and argument
@@ -25,11 +26,13 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes.help import WIDTH
 
 
 def read_lines(path: str) -> list[str]:
@@ -43,26 +46,30 @@ def read_lines(path: str) -> list[str]:
 
 
 def recipe_for(opts, extra: list[str]):
-    """The Recipe of ``train/sweep RECIPE``; with --help, print every flag of the recipe and return None. Help and
-    unknown flags of a built-in recipe are answered from the flag index, without loading the recipe."""
+    """The Recipe of ``train/sweep/print-config RECIPE``; with --help (--help-all), print the recipe's flags and
+    return None. Help and unknown flags of a built-in recipe are answered from the flag index, without loading the
+    recipe."""
     from hf_recipes import flag_index, recipes
 
-    if opts.recipe is None and not opts.help:
+    wants_help = opts.help or opts.help_all
+    if opts.recipe is None and not wants_help:
         raise RecipeError(f"{opts.parser.prog}: give a recipe (one of {', '.join(recipes.available())})")
     indexed = flag_index.lookup(opts.recipe) if opts.recipe is not None else None
-    if not opts.help:
+    if not wants_help:
         if indexed:
             flag_index.check_flags(extra, indexed["flags"])
         return recipes.get(opts.recipe)
     print(opts.parser.format_help())
     if opts.recipe is not None:
-        print(f"Flags of the {opts.recipe} recipe (each overrides the YAML file):\n")
-        if indexed:
-            print(indexed["help"])
-        else:
-            from hf_recipes.config import recipe_help
+        from hf_recipes.config_file import load_yaml
+        from hf_recipes.help import render
 
-            print(recipe_help(recipes.get(opts.recipe).task_args_class))
+        config = opts.config or recipes.default_config(opts.recipe)
+        fields = indexed["fields"] if indexed else flag_index.entry(recipes.get(opts.recipe))["fields"]
+        print(textwrap.fill(f"Flags of the {opts.recipe} recipe, with the values in effect ({config} over the "
+                            "built-in defaults); each overrides the YAML file."
+                            + ("" if opts.help_all else " --help-all: every flag, with full help."), WIDTH) + "\n")
+        print(render(fields, load_yaml(config), full=opts.help_all).rstrip("\n"))
     return None
 
 
@@ -73,6 +80,16 @@ def cmd_train(opts, extra: list[str]) -> int:
     metrics = recipe.run(opts.config, extra)
     if is_main_process():  # every process of a launched run returns the metrics; one prints them
         print(json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, indent=1))
+    return 0
+
+
+def cmd_print_config(opts, extra: list[str]) -> int:
+    recipe = recipe_for(opts, extra)
+    if recipe is None:
+        return 0
+    from hf_recipes.config import resolved_yaml
+
+    print(resolved_yaml(recipe.parse(opts.config, extra), recipe.unused_flags), end="")
     return 0
 
 
@@ -98,11 +115,16 @@ def cmd_sweep(opts, extra: list[str]) -> int:
 
 
 def cmd_demo(opts, extra: list[str]) -> int:
-    from hf_recipes import recipes
+    from hf_recipes import flag_index, recipes
+
+    names = opts.recipes or recipes.available()
+    for name in names:  # flag errors before any recipe is imported (with torch)
+        indexed = flag_index.lookup(name) if name in recipes.available() else None
+        if indexed:
+            flag_index.check_flags(extra, indexed["flags"])
     from hf_recipes.outputs import recipe_of
     from hf_recipes.report import key_metrics
 
-    names = opts.recipes or recipes.available()
     for name in names:
         recipe = recipes.get(name)
         args = recipe.parse(recipes.demo_config(name), extra)
@@ -125,28 +147,42 @@ def reject_flags(opts, extra: list[str]) -> None:
 
 
 def cmd_predict(opts, extra: list[str]) -> int:
+    from hf_recipes import recipes
+
     reject_flags(opts, extra)
-    if opts.recipe != "sentiment":
-        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {opts.recipe}")
+    texts = list(opts.texts) + extra
+    # RECIPE may be left out (the run's recipe.json names it): a first word that names no recipe is a text.
+    recipe = texts.pop(0) if texts and texts[0] in recipes.available() else saved_recipe(opts.model_dir)
+    if recipe != "sentiment":
+        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {recipe}")
     from hf_recipes.predict import classify
 
-    texts = list(opts.texts) + extra + (read_lines(opts.file) if opts.file else [])
+    texts += read_lines(opts.file) if opts.file else []
     for result in classify(opts.model_dir, texts, batch_size=opts.batch_size,
                            trust_remote_code=opts.trust_remote_code):
         print(f"{result['label']}\t{result['score']:.4f}\t{result['text']}")
     return 0
 
 
+def saved_recipe(model_dir: str) -> str:
+    """The recipe named by a run's recipe.json ("sentiment" for a folder without one), read without torch."""
+    path = Path(model_dir) / "recipe.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("recipe") or "sentiment"
+    except (OSError, ValueError, AttributeError):
+        return "sentiment"  # the classifier loader names what is wrong with the folder
+
+
 def cmd_generate(opts, extra: list[str]) -> int:
+    reject_flags(opts, extra)
+    if extra:
+        raise RecipeError(f"unknown argument '{extra[0]}'")
     import dataclasses
 
     from hf_recipes import recipes
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
     from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
-    reject_flags(opts, extra)
-    if extra:
-        raise RecipeError(f"unknown argument '{extra[0]}'")
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
     name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
@@ -167,9 +203,9 @@ def cmd_generate(opts, extra: list[str]) -> int:
 
 
 def cmd_compare(opts, extra: list[str]) -> int:
+    reject_flags(opts, extra)
     from hf_recipes.compare import compare_runs
 
-    reject_flags(opts, extra)
     compare_runs(opts.run_dirs, opts.output)
     return 0
 
@@ -207,15 +243,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_recipe_command(name: str, **kwargs) -> argparse.ArgumentParser:
         # Own --help: it lists the recipe's flags too, which only the recipe module knows.
-        command = sub.add_parser(name, add_help=False, **kwargs)
+        command = sub.add_parser(name, add_help=False, formatter_class=lambda prog: argparse.HelpFormatter(
+            prog, width=WIDTH), **kwargs)
         command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
-        command.add_argument("-h", "--help", action="store_true", help="show this help with every flag of RECIPE")
+        command.add_argument("-h", "--help", action="store_true",
+                             help="show this help with the flags of RECIPE and the values in effect")
+        command.add_argument("--help-all", action="store_true",
+                             help="the same with every flag (all TrainingArguments) and its full help")
         command.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
         return command
 
     train = add_recipe_command("train", help="train a recipe (YAML config, flags override it)",
                                usage="hf-recipes train RECIPE [--config FILE.yaml] [--any_flag value ...]")
     train.set_defaults(func=cmd_train)
+    print_config = add_recipe_command(
+        "print-config", help="print the settings a train run would use (YAML file and flags) as YAML, and stop",
+        usage="hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]")
+    print_config.set_defaults(func=cmd_print_config)
 
     # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
     sweep = add_recipe_command("sweep", allow_abbrev=False,
@@ -238,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("recipes", nargs="*")
     demo.set_defaults(func=cmd_demo)
 
-    predict = sub.add_parser("predict", help="label texts with a saved classifier")
-    predict.add_argument("recipe")
-    predict.add_argument("texts", nargs="*")
+    predict = sub.add_parser("predict", help="label texts with a saved classifier",
+                             usage="hf-recipes predict [RECIPE] --model_dir DIR [--file FILE] [TEXT ...]")
+    predict.add_argument("texts", nargs="*", metavar="TEXT",
+                         help="texts to label; a first word naming a recipe (sentiment) is the recipe")
     predict.add_argument("--model_dir", required=True)
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch_size", type=int, default=32)
@@ -250,16 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate text with a saved causal-LM run (lyrics, instruct)")
     gen.add_argument("--model_dir", required=True)
-    gen.add_argument("--prompt", action="append", help="lyrics: a prompt to continue (repeatable)")
+    gen.add_argument("--prompt", action="append", help="a prompt to continue, as given (repeatable): lyrics, and "
+                                                        "instruct runs trained on prompt/completion text")
     gen.add_argument("--instruction", help="instruct: the instruction")
     gen.add_argument("--input", default="", help="instruct: the optional input")
-    gen.add_argument("--max_new_tokens", type=int)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top_k", type=int)
-    gen.add_argument("--top_p", type=float)
-    gen.add_argument("--repetition_penalty", type=float)
-    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int)
-    gen.add_argument("--do_sample", type=boolean, help="true or false")
+    # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
+    run_setting = " (default: the run's own setting)"
+    gen.add_argument("--max_new_tokens", type=int, help="tokens to generate per prompt" + run_setting)
+    gen.add_argument("--do_sample", type=boolean, help="true: sample; false: greedy decoding" + run_setting)
+    gen.add_argument("--temperature", type=float, help="sampling temperature" + run_setting)
+    gen.add_argument("--top_k", type=int, help="sample from the k most likely tokens" + run_setting)
+    gen.add_argument("--top_p", type=float, help="sample from the smallest set of tokens with this much "
+                                                  "probability" + run_setting)
+    gen.add_argument("--repetition_penalty", type=float, help="penalty for repeated tokens, 1 = none" + run_setting)
+    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int,
+                     help="seed of the sampling" + run_setting)
     gen.add_argument("--trust_remote_code", type=boolean, default=False,
                      help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)

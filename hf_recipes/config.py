@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes import aliases
+from hf_recipes.config_file import PATH_KEYS, SECRET_KEYS, load_yaml  # noqa: F401 - re-exported
+from hf_recipes.errors import RecipeError, one_line
 
 
 def empty_means_unset(arguments) -> None:
@@ -289,17 +290,6 @@ class CheckArguments:
         check_template(self.few_shot_template, "few_shot_template", {"text"})
 
 
-# Keys holding secrets: read from the command line or a config, never written to any file, log or report.
-SECRET_KEYS = {"token", "hub_token"}
-
-# Keys holding paths: a relative path in a YAML file is looked up next to the YAML file when it does not exist
-# from the current directory, so shipped configs work from any working directory.
-PATH_KEYS = {
-    "model_name_or_path", "config_name", "tokenizer_name", "train_file", "validation_file", "test_file",
-    "forgetting_eval_file",
-}
-
-
 class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors are RecipeErrors (one line, no usage dump) and whose --help lists each
     dataclass's flags under its own heading (``group_titles``, one per dataclass)."""
@@ -321,27 +311,6 @@ class _Parser(HfArgumentParser):
 
     def error(self, message):
         raise RecipeError(message)
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RecipeError(f"config file {path} is not valid YAML: {one_line(err)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"config file {path} must hold a mapping of key: value, not {type(data).__name__}")
-    base = path.parent
-    for key in PATH_KEYS & data.keys():
-        value = data[key]
-        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-            if (base / value).exists():
-                data[key] = str((base / value).resolve())
-    return data
 
 
 def to_argv(values: dict[str, Any]) -> list[str]:
@@ -366,10 +335,16 @@ def field_names(dataclass_types: Sequence[type]) -> set[str]:
 def given_values(dataclass_types: Sequence[type], argv: Sequence[str]) -> dict[str, Any]:
     """The fields that the flags in ``argv`` set, read as the parser reads them (``--no_report`` is report: false)
     and only those: what a config file holds to stand for the command line."""
+    _, argv, _ = aliases.resolve({}, argv, field_names(dataclass_types), built_in_aliases(dataclass_types))
     parser = _Parser(dataclass_types, allow_abbrev=False)
     for action in parser._actions:
         action.default = argparse.SUPPRESS  # a flag not given leaves no value
     return vars(parser.parse_known_args(list(argv))[0])
+
+
+def built_in_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
+    """Other tools' names for what the recipe always does (aliases.resolve), from its task arguments."""
+    return {k: v for cls in dataclass_types for k, v in getattr(cls, "built_in_aliases", {}).items()}
 
 
 def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
@@ -377,7 +352,7 @@ def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: s
     fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
     for key, value in values.items():
         if key not in fields:
-            raise RecipeError(f"unknown config key '{key}' in {where}{did_you_mean(key, list(fields))}")
+            raise RecipeError(f"unknown config key '{key}' in {where}{aliases.suggest(key, list(fields))}")
         takes_many = any(word in str(fields[key].type) for word in ("list", "dict", "tuple"))
         if isinstance(value, (list, tuple, dict)) and not takes_many:
             kind = "a mapping" if isinstance(value, dict) else "a list"
@@ -389,19 +364,33 @@ def parse_args(
     config: str | os.PathLike | None = None,
     argv: Sequence[str] = (),
     overrides: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple:
     """Parse ``dataclass_types`` from a YAML file, Python keyword overrides, then command-line flags.
 
     Later sources win; an override of None unsets the key (its dataclass default applies). Every key must
-    belong to one of the dataclasses; an unknown one is an error naming it.
+    belong to one of the dataclasses; an unknown one is an error naming it. Other tools' names (aliases.py) are
+    taken for ours, each with a line appended to ``notes``.
     """
+    fields = field_names(dataclass_types)
+    built_in = built_in_aliases(dataclass_types)
+    renamed: list[str] = []
+
+    def own_names(values: dict[str, Any], where: str) -> dict[str, Any]:
+        values, _, said = aliases.resolve(values, (), fields, built_in)
+        check_keys(values, dataclass_types, where)
+        renamed.extend(said)
+        return values
+
     values: dict[str, Any] = {}
     if config is not None:
-        values = load_yaml(config)
-        check_keys(values, dataclass_types, str(config))
+        values = own_names(load_yaml(config), str(config))
     if overrides:
-        check_keys(overrides, dataclass_types, "keyword arguments")
-        values.update(overrides)
+        values.update(own_names(overrides, "keyword arguments"))
+    _, argv, said = aliases.resolve({}, argv, fields, built_in)
+    renamed.extend(said)
+    if notes is not None:
+        notes.extend(dict.fromkeys(renamed))  # each once, in order
     tokens = to_argv(values) + list(argv)
     parser = _Parser(dataclass_types, allow_abbrev=False)
     try:
@@ -411,7 +400,7 @@ def parse_args(
     *parsed, remaining = parsed
     if remaining:
         flag = next((t for t in remaining if t.startswith("-")), remaining[0])
-        raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags_of(parser))}")
+        raise RecipeError(f"unknown argument '{flag}'{aliases.suggest(flag, flags_of(parser))}")
     return tuple(parsed)
 
 
@@ -426,6 +415,7 @@ class RecipeArgs:
     checks: CheckArguments
     training: TrainingArguments
     peft: PeftArguments = field(default_factory=PeftArguments)
+    renamed: list[str] = field(default_factory=list)  # other tools' names taken for ours, for the log
 
 
 def flags_of(parser: argparse.ArgumentParser) -> list[str]:
@@ -442,13 +432,52 @@ def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[s
     return classes, titles
 
 
-def recipe_help(task_args_class: type) -> str:
-    """Every flag of a recipe with its help text and default, grouped as the dataclasses that hold them."""
-    from hf_recipes.flag_index import HELP_WIDTH
+def recipe_fields(task_args_class: type, unused: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text and
+    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__)."""
+    from hf_recipes.help import shown
 
-    parser = _Parser(*recipe_dataclasses(task_args_class), usage=argparse.SUPPRESS, add_help=False,
-                     formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, width=HELP_WIDTH))
-    return parser.format_help()
+    classes, titles = recipe_dataclasses(task_args_class)
+    defaults = parse_args(classes)
+    return [{"name": f.name, "group": title, "help": f.metadata.get("help", ""),
+             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments}
+            for cls, title, instance in zip(classes, titles, defaults)
+            for f in dataclasses.fields(cls) if f.init and f.name not in unused]
+
+
+def resolved_yaml(args: RecipeArgs, unused: Sequence[str] = ()) -> str:
+    """The settings of a parsed run as YAML that ``--config`` takes again, grouped as ``--help`` groups them: every
+    flag of the recipe (less ``unused``), and the TrainingArguments that differ from transformers' defaults or are
+    among the most used. Secrets are left out."""
+    import enum
+
+    import yaml
+
+    from hf_recipes.help import COMMON_TRAINING
+
+    def plain(value):
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value] or None  # an empty list is the default: unset
+        return value if value is None or isinstance(value, (str, int, float, bool, dict)) else str(value)
+
+    class Dumper(yaml.SafeDumper):  # a template's newlines as \n in double quotes, not folded lines
+        pass
+
+    Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style='"' if "\n" in text else None))
+    classes, titles = recipe_dataclasses(type(args.task))
+    groups = (args.model, args.peft, args.data, args.task, args.run, args.checks, args.training)
+    library = dict(zip(classes, parse_args(classes, argv=["--output_dir", args.training.output_dir])))
+    parts = []
+    for cls, title, group in zip(classes, titles, groups):
+        values = {f.name: plain(getattr(group, f.name)) for f in dataclasses.fields(cls)
+                  if f.init and f.name not in unused and f.name not in SECRET_KEYS
+                  and (cls is not TrainingArguments or f.name in COMMON_TRAINING
+                       or getattr(group, f.name) != getattr(library[cls], f.name))}
+        parts.append(f"# {title}\n" + yaml.dump(values, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000))
+    return "\n".join(parts)
 
 
 def recipe_flags(task_args_class: type) -> list[str]:
@@ -467,7 +496,8 @@ def parse_recipe_args(
         # torchrun / accelerate launch on a machine without GPUs: without this, each process would set up as a
         # single-process run and all of them would train on their own and write the same output_dir.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    model, peft, data, task, run, checks, training = parse_args(classes, config, argv, overrides)
+    renamed: list[str] = []
+    model, peft, data, task, run, checks, training = parse_args(classes, config, argv, overrides, renamed)
     if launched_without_accelerator() and training.world_size < 2:
         raise RecipeError(f"launched as {os.environ['WORLD_SIZE']} processes on a machine without GPUs, but the "
                           "processes did not join one run (ACCELERATE_USE_CPU is off?): pass --use_cpu true")
@@ -479,7 +509,8 @@ def parse_recipe_args(
     check_trackers(training)
     check_early_stopping(run, training)
     check_peft(peft, model, training)
-    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training, peft=peft)
+    return RecipeArgs(model=model, data=data, task=task, run=run, checks=checks, training=training, peft=peft,
+                      renamed=renamed)
 
 
 def check_training(training: TrainingArguments) -> None:

@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
-from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local
+from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local, offline_note
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def load_hub(data_args: DataArguments, model_args: ModelArguments) -> DatasetDic
             name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
         )
     except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
-        raise RecipeError(f"could not load dataset '{name}': {one_line(err)}") from None
+        raise RecipeError(f"could not load dataset '{name}': {one_line(err)}{offline_note(name)}") from None
     if not isinstance(loaded, DatasetDict):
         loaded = DatasetDict({"train": loaded})
     return loaded
@@ -193,6 +193,7 @@ def load_splits(
     message_columns: Iterable[str] = (),
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
+    read_columns: Callable[[DatasetDict], DatasetDict] | None = None,
 ) -> DatasetDict:
     """Return a DatasetDict with train, validation and (when given or ``test_split_percentage`` is set) test.
 
@@ -200,7 +201,8 @@ def load_splits(
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
     Columns are checked by name, ``text_columns`` by type (text or missing) and ``message_columns`` as
-    conversations (:func:`check_message_columns`).
+    conversations (:func:`check_message_columns`). ``read_columns`` lets a recipe read and check columns it tells
+    apart by their names itself, before anything is carved (so an error's row numbers are the file's).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -212,7 +214,15 @@ def load_splits(
         raise RecipeError("no data: set dataset_name or train_file")
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
+    check_columns(raw, data_args, required_columns, text_columns, message_columns)
+    if read_columns:
+        raw = read_columns(raw)
+    return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
+
+def check_columns(raw: DatasetDict, data_args: DataArguments, required_columns: Iterable[str] = (),
+                  text_columns: Iterable[str] = (), message_columns: Iterable[str] = ()) -> None:
+    """Every split has ``required_columns``; ``text_columns`` hold text and ``message_columns`` conversations."""
     sources = {split: getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
                for split in raw}
     for split, dataset in raw.items():
@@ -223,11 +233,8 @@ def load_splits(
                 f"column '{missing[0]}' not found in {split} data ({source}); "
                 f"columns found: {', '.join(dataset.column_names)}"
             )
-
     check_text_columns(raw, text_columns, sources)
     check_message_columns(raw, message_columns, sources)
-
-    return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
 
 def carve_splits(

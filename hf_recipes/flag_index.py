@@ -13,10 +13,10 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from hf_recipes.errors import RecipeError, did_you_mean
+from hf_recipes.aliases import ALIASES, suggest
+from hf_recipes.errors import RecipeError
 
 INDEX = Path(__file__).with_name("flag_index.json")
-HELP_WIDTH = 100  # help is wrapped to this width, live and indexed alike
 
 
 def build() -> dict:
@@ -24,17 +24,21 @@ def build() -> dict:
     import transformers
 
     from hf_recipes import recipes
-    from hf_recipes.config import recipe_flags, recipe_help
 
-    entries = {}
-    for name in recipes.BUILT_IN:
-        task_args_class = recipes.get(name).task_args_class
-        entries[name] = {"flags": recipe_flags(task_args_class), "help": recipe_help(task_args_class)}
-    return {"transformers": transformers.__version__, "recipes": entries}
+    return {"transformers": transformers.__version__,
+            "recipes": {name: entry(recipes.get(name)) for name in recipes.BUILT_IN}}
+
+
+def entry(recipe) -> dict:
+    """What the index holds for a recipe: every flag it takes, and the ones its help shows (:func:`recipe_fields`)."""
+    from hf_recipes.config import recipe_fields, recipe_flags
+
+    return {"flags": recipe_flags(recipe.task_args_class),
+            "fields": recipe_fields(recipe.task_args_class, recipe.unused_flags)}
 
 
 def lookup(recipe: str) -> dict | None:
-    """``{"flags": [...], "help": "..."}`` of a built-in recipe, or None when the index does not apply."""
+    """``{"flags": [...], "fields": [...]}`` of a built-in recipe, or None when the index does not apply."""
     from hf_recipes import recipes
 
     if recipes.registered().get(recipe) != recipes.BUILT_IN.get(recipe) or not INDEX.is_file():
@@ -49,10 +53,11 @@ def lookup(recipe: str) -> dict | None:
 
 def check_flags(argv: list[str], flags: list[str]) -> None:
     """The error the full parser would give for the first unknown ``--flag`` of ``argv``, without the parser."""
+    names = set(flags) | {f"--{alias}" for alias in ALIASES}  # whether an alias applies, the full parser says
     for token in argv:
         flag = token.split("=", 1)[0]
-        if token.startswith("--") and flag not in flags:
-            raise RecipeError(f"unknown argument '{flag}'{did_you_mean(flag, flags)}")
+        if token.startswith("--") and flag not in names:
+            raise RecipeError(f"unknown argument '{flag}'{suggest(flag, flags)}")
 
 
 if __name__ == "__main__":

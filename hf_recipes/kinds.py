@@ -10,7 +10,13 @@ from hf_recipes.recipe import Recipe
 from hf_recipes.report import markdown_table
 
 
+CLASSIFICATION_ONLY = ("label_column", "classification_baselines", "few_shot_k", "few_shot_label_words",
+                       "few_shot_template", "few_shot_max_samples")
+
+
 class CausalLMRecipe(Recipe):
+    unused_flags = CLASSIFICATION_ONLY
+
     def metric_functions(self, prepared):
         return (prepared.compute_metrics or mean_token_loss,
                 prepared.preprocess_logits_for_metrics or token_loss_sums)
@@ -31,6 +37,7 @@ class CausalLMRecipe(Recipe):
 
 class ClassifierRecipe(Recipe):
     checks = (*Recipe.checks[:-1], ClassificationBaselines(), FitCheck())  # the fit check reads the baselines
+    unused_flags = ("fused_lm_loss",)  # a causal LM's output head
 
     def check_settings(self, args) -> None:
         """Few-shot prompting applies to classifiers."""

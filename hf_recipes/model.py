@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -61,7 +62,27 @@ def _from_pretrained(loader, name: str, what: str, **kwargs):
     try:
         return loader(name, **kwargs)
     except (OSError, ValueError) as err:  # ValueError: e.g. custom code refused, unknown architecture
-        raise RecipeError(f"could not load {what} '{name}': {one_line(err)}") from None
+        unsupported = attention_unsupported(err, kwargs.get("attn_implementation"))
+        if unsupported:
+            raise unsupported from None
+        raise RecipeError(f"could not load {what} '{name}': {one_line(err)}{offline_note(name)}") from None
+
+
+def offline_note(name: str) -> str:
+    """What to do when ``name`` failed to load while HF_HUB_OFFLINE switches the hub off ("" otherwise)."""
+    if not hub_is_offline() or is_local(name):
+        return ""
+    return f"; the hub is switched off by HF_HUB_OFFLINE=1: {OFFLINE_HINT}, or unset HF_HUB_OFFLINE to download it"
+
+
+def attention_unsupported(err: Exception, implementation: str | None) -> RecipeError | None:
+    """transformers' refusal of an attention kernel for an architecture (it names a Python argument), as the flag
+    to pass instead; None for any other error."""
+    found = re.match(r"(\w+) does not support an attention implementation", str(err))
+    if not found:
+        return None
+    return RecipeError(f"{found.group(1)} does not support --attn_implementation {implementation}: pass "
+                       "--attn_implementation eager")
 
 
 def hub_kwargs(model_args: ModelArguments) -> dict:
@@ -197,8 +218,11 @@ def load_model(
         config.pad_token_id = None  # set below, after building (a family default such as Phi-3's 32000 included)
         from_config = getattr(model_class, "from_config", None) or model_class._from_config
         dtype = weights_dtype(model_args)
-        model = from_config(config, attn_implementation=model_args.attn_implementation,
-                            **({} if dtype == "auto" else {"dtype": dtype}))
+        try:
+            model = from_config(config, attn_implementation=model_args.attn_implementation,
+                                **({} if dtype == "auto" else {"dtype": dtype}))
+        except ValueError as err:
+            raise attention_unsupported(err, model_args.attn_implementation) or err from None
         logger.info("Built a fresh %s with %.1fM parameters", type(model).__name__, model.num_parameters() / 1e6)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

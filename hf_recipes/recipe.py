@@ -75,6 +75,7 @@ class Recipe:
     leakage_unit: ClassVar[str] = "text"  # what one row is, for the leakage check
     metric_inputs: ClassVar[str | None] = None  # what --metric_names metrics score; None: nothing beyond the loss
     model_card_task: ClassVar[str | None] = None
+    unused_flags: ClassVar[tuple[str, ...]] = ()  # settings the recipe never reads: left out of its --help
     # Run after training in this order, each a failed step of its own when it fails.
     checks: ClassVar[tuple[Check, ...]] = (LeakageCheck(), forgetting.ForgettingCheck(), FitCheck())
 
@@ -177,6 +178,8 @@ class Recipe:
 
     def build_trainer_from_args(self, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         setup_logging(args.training)
+        for note in args.renamed:
+            logger.info(note)
         if args.training.hub_token:
             # Trainer pickles TrainingArguments into every training_args.bin; the hub client reads HF_TOKEN as well.
             os.environ["HF_TOKEN"] = args.training.hub_token

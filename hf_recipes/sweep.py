@@ -125,7 +125,8 @@ def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], 
     if user_args.training.world_size > 1:
         raise RecipeError("sweeps run in one process: start hf-recipes sweep without torchrun / accelerate launch")
     space = SearchSpace.resolve(settings, user_args.training)
-    groups = [type(getattr(user_args, f.name)) for f in dataclasses.fields(user_args)]
+    groups = [type(value) for value in (getattr(user_args, f.name) for f in dataclasses.fields(user_args))
+              if dataclasses.is_dataclass(value)]
     base_config = command_config(config or recipe.default_config, config_module.given_values(groups, argv))
     check_parses(recipe, base_config)  # best.yaml is this plus hyperparameters: it must parse, and not only at the end
     output_dir = Path(user_args.training.output_dir).resolve()

@@ -21,18 +21,19 @@ import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 from accelerate.utils import gather_object
-from datasets import DatasetDict
+from datasets import DatasetDict, Value
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
 
-from hf_recipes.chat import (answered, chat_examples, generation_prompt, split_last_answer, transcript,
-                             use_chat_template)
+from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_prompt, is_sharegpt, split_last_answer,
+                             transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
+from hf_recipes.data import check_columns, drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -53,7 +54,11 @@ ALPACA_PROMPT = (
 )
 ALPACA_INPUT = "\n\n### Input:\n{input}"
 GENERATIONS_FILE = "test_generations.jsonl"
-PROMPT_FORMATS = ("alpaca", "chat")
+PROMPT_FORMATS = ("auto", "alpaca", "chat", "plain")
+# Record layouts (dataset_format), told apart by their columns: Alpaca's and the ones TRL's SFTTrainer reads.
+INSTRUCTION, PROMPT_COMPLETION, CONVERSATIONAL_PC = "instruction", "prompt-completion", "conversational prompt-completion"
+MESSAGES, SHAREGPT = "messages", "ShareGPT conversations"
+CONVERSATION_COLUMNS = ("messages", "conversations")  # found without messages_column, in this order
 JUDGE_PROMPT = (
     "Given the input `{prompt}` and correct output `{reference}`, score the model response `{generated}` on a "
     "scale from 0 to 100, where 100 is the best score. Respond with the integer number only."
@@ -63,17 +68,23 @@ JUDGE_PROMPT = (
 @dataclass
 class InstructArguments(GenerationArguments):
     prompt_format: str = field(
-        default="alpaca",
-        metadata={"help": "alpaca: prompt_template / input_template, then the response and EOS. chat: conversations "
-                          "rendered by the tokenizer's chat template, loss on the assistant turns; a tokenizer "
-                          "without a template gets ChatML (<|im_start|> and <|im_end|> added as special tokens, "
-                          "<|im_end|> as EOS)."},
+        default="auto",
+        metadata={"help": "auto: from the columns (messages or ShareGPT conversations: chat; prompt/completion: plain, "
+                          "or chat when they hold messages; instruction/output: alpaca). alpaca: prompt_template / "
+                          "input_template, then the response and EOS. plain: the prompt as given, then the "
+                          "completion and EOS. chat: conversations rendered by the tokenizer's chat template, loss on "
+                          "the assistant turns; a tokenizer without a template gets ChatML (<|im_start|> and "
+                          "<|im_end|> added as special tokens, <|im_end|> as EOS)."},
     )
     messages_column: str | None = field(
         default=None,
-        metadata={"help": "prompt_format chat: the column of conversations (lists of {role, content} messages, roles "
-                          "system / user / assistant); unset: instruction / input / output columns, one user turn "
-                          "and one assistant turn per record."},
+        metadata={"help": "The column of conversations: lists of {role, content} messages (roles system / user / "
+                          "assistant) or ShareGPT's {from, value} turns (human / gpt / system). Unset: a 'messages' or "
+                          "'conversations' column when there is one."},
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt (TRL's format)."})
+    completion_column: str = field(
+        default="completion", metadata={"help": "Column holding the completion, the only target (TRL's format)."}
     )
     prompt_template: str = field(
         default=ALPACA_PROMPT,
@@ -113,6 +124,8 @@ class InstructArguments(GenerationArguments):
     do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty for repeating tokens (1 = none)."})
     max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
+    # Not a flag: the layout the records were read as (one of the layouts above), set when the data is read.
+    dataset_format: str = field(default="", init=False)
 
     def __post_init__(self):
         super().__post_init__()
@@ -120,8 +133,8 @@ class InstructArguments(GenerationArguments):
         check_template(self.input_template, "input_template", {"input"})
         if self.prompt_format not in PROMPT_FORMATS:
             raise RecipeError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got '{self.prompt_format}'")
-        if self.messages_column and self.prompt_format != "chat":
-            raise RecipeError("messages_column needs prompt_format chat (the alpaca format has no conversations)")
+        if self.messages_column and self.prompt_format not in ("auto", "chat"):
+            raise RecipeError("messages_column needs prompt_format chat or auto (the alpaca format has no conversations)")
 
 
 def render_prompt(instruction: str, input: str | None, task: InstructArguments) -> str:
@@ -156,15 +169,69 @@ def user_message(instruction: str | None, input: str | None) -> str:
     return (instruction or "") + (f"\n\n{input}" if input and input.strip() else "")
 
 
+def role_and_content(messages) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in messages or []]
+
+
 def conversations(records, task: InstructArguments) -> list[list[dict[str, str]]]:
     """Each record (a batch or a Dataset) as messages: its ``messages_column`` (role and content of each message
-    only), or a user turn from its instruction and input and an assistant turn with its output."""
+    only), its prompt messages then its completion messages, or a user turn (the prompt, or the instruction and
+    input) and an assistant turn (the completion or output)."""
     if task.messages_column:
-        return [[{"role": m["role"], "content": m["content"]} for m in messages or []]
-                for messages in records[task.messages_column]]
-    return [[{"role": "user", "content": user_message(i, x)}, {"role": "assistant", "content": o or ""}]
-            for i, x, o in zip(records[task.instruction_column], records[task.input_column],
-                               records[task.output_column])]
+        return [role_and_content(messages) for messages in records[task.messages_column]]
+    if task.dataset_format == CONVERSATIONAL_PC:
+        return [role_and_content(prompt) + role_and_content(completion)
+                for prompt, completion in zip(records[task.prompt_column], records[task.completion_column])]
+    if task.dataset_format == PROMPT_COMPLETION:
+        users, answers = records[task.prompt_column], records[task.completion_column]
+    else:
+        users = [user_message(i, x) for i, x in zip(records[task.instruction_column], records[task.input_column])]
+        answers = records[task.output_column]
+    return [[{"role": "user", "content": u}, {"role": "assistant", "content": a or ""}] for u, a in zip(users, answers)]
+
+
+def first_targets(records, task: InstructArguments) -> list[int] | None:
+    """Conversational prompt-completion: the index of each record's first completion message (the prompt's own
+    assistant turns are context, not targets, as in TRL); None: every assistant turn is a target."""
+    if task.dataset_format != CONVERSATIONAL_PC:
+        return None
+    return [len(prompt or []) for prompt in records[task.prompt_column]]
+
+
+def detect_format(train, task: InstructArguments) -> str:
+    """The layout of the records from the train split's columns (see dataset_format); resolves prompt_format auto
+    and an unset messages_column to what the layout needs."""
+    columns = train.column_names
+    conversation = task.messages_column or next((c for c in CONVERSATION_COLUMNS if c in columns), None)
+    if conversation and task.prompt_format in ("auto", "chat"):
+        task.messages_column, task.prompt_format = conversation, "chat"
+        return SHAREGPT if conversation in columns and is_sharegpt(train[:20][conversation]) else MESSAGES
+    if {task.prompt_column, task.completion_column} <= set(columns) and task.prompt_format != "alpaca":
+        if isinstance(train.features[task.prompt_column], Value):
+            task.prompt_format = "plain" if task.prompt_format == "auto" else task.prompt_format
+            return PROMPT_COMPLETION
+        if task.prompt_format == "plain":
+            raise RecipeError(f"prompt_format plain takes text prompts, but '{task.prompt_column}' holds messages "
+                              "(conversational prompt-completion): use prompt_format chat or auto")
+        task.prompt_format = "chat"
+        return CONVERSATIONAL_PC
+    if task.prompt_format == "plain":
+        raise RecipeError(f"prompt_format plain needs '{task.prompt_column}' and '{task.completion_column}' columns; "
+                          f"columns found: {', '.join(columns)}")
+    if task.prompt_format == "auto" and not {task.instruction_column, task.output_column} & set(columns):
+        halves = [task.prompt_column, task.completion_column]
+        if set(halves) & set(columns):  # half of a prompt-completion record
+            missing = next(c for c in halves if c not in columns)
+            raise RecipeError(f"column '{missing}' not found in the train data; columns found: {', '.join(columns)}")
+        if "text" in columns:
+            raise RecipeError("these records are plain text (a 'text' column, TRL's language-modelling format): "
+                              "train on them with the lyrics recipe (hf-recipes train lyrics --train_file ...)")
+        raise RecipeError(f"cannot tell the records' format from their columns ({', '.join(columns)}): instruct reads "
+                          "instruction/input/output (Alpaca), prompt/completion (TRL), messages, or ShareGPT "
+                          "conversations; name yours with --instruction_column/--output_column, "
+                          "--prompt_column/--completion_column or --messages_column")
+    task.prompt_format = "alpaca" if task.prompt_format == "auto" else task.prompt_format
+    return INSTRUCTION
 
 
 def build_example(prompt_ids: list[int], response_ids: list[int], eos: int, train_on_inputs: bool):
@@ -193,17 +260,46 @@ def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
 
 
 def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
-    """Records without an instruction or an output (a conversation without an assistant answer) teach nothing (real
-    Alpaca data has a few): drop and count them per split."""
-    if task.messages_column:
-        return drop_rows(raw, task.messages_column, answered, f"without an assistant answer in '{task.messages_column}'")
+    """Records without an instruction or an output (a prompt or a completion; a conversation without an assistant
+    answer) teach nothing (real Alpaca data has a few): drop and count them per split."""
+    answers = task.messages_column or (task.completion_column if task.dataset_format == CONVERSATIONAL_PC else None)
+    if answers:
+        return drop_rows(raw, answers, answered, f"without an assistant answer in '{answers}'")
     before = {split: len(dataset) for split, dataset in raw.items()}
-    for column in (task.instruction_column, task.output_column):
+    asked, answered_by = ((task.prompt_column, task.completion_column) if task.dataset_format == PROMPT_COMPLETION
+                          else (task.instruction_column, task.output_column))
+    for column in (asked, answered_by):
         drop_empty(raw, column)
     return {split: before[split] - len(dataset) for split, dataset in raw.items()}
 
 
+def read_records(args: RecipeArgs, raw: DatasetDict) -> DatasetDict:
+    """The records' layout from their columns (stated in the log), ShareGPT turns read as messages, and the
+    columns that layout needs checked."""
+    task = args.task
+    task.dataset_format = detect_format(raw["train"], task)
+    logger.info("Records read as %s, prompt_format %s (set --prompt_format to choose)", task.dataset_format,
+                task.prompt_format)
+    if task.dataset_format == SHAREGPT:
+        column = task.messages_column
+        raw = DatasetDict({split: data.map(lambda batch: {column: [from_sharegpt(c) for c in batch[column]]},
+                                           batched=True, desc=f"Reading ShareGPT turns as messages ({split})")
+                           for split, data in raw.items()})
+    if task.messages_column:
+        check_columns(raw, args.data, (task.messages_column,), message_columns=(task.messages_column,))
+    elif task.dataset_format in (PROMPT_COMPLETION, CONVERSATIONAL_PC):
+        columns = (task.prompt_column, task.completion_column)
+        check_columns(raw, args.data, columns, **{"text_columns" if task.dataset_format == PROMPT_COMPLETION
+                                                  else "message_columns": columns})
+    else:
+        columns = (task.instruction_column, task.output_column)
+        check_columns(raw, args.data, columns, text_columns=(*columns, task.input_column))
+        add_missing_inputs(raw, task)
+    return raw
+
+
 class InstructRecipe(CausalLMRecipe):
+    unused_flags = (*CausalLMRecipe.unused_flags, "text_column")  # records have their own columns
     name = "instruct"
     title = "Instruction tuning"
     task_args_class = InstructArguments
@@ -222,30 +318,29 @@ class InstructRecipe(CausalLMRecipe):
         if task.prompt_format == "chat":
             return [generation_prompt(tokenizer, split_last_answer(messages)[0])
                     for messages in conversations(records, task)]
+        if task.prompt_format == "plain":  # as given: no template, no separator
+            return list(records[task.prompt_column])
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
 
     def references(self, records, task: InstructArguments) -> list[str]:
         if task.prompt_format == "chat":
             return [split_last_answer(messages)[1] for messages in conversations(records, task)]
+        if task.dataset_format == PROMPT_COMPLETION:
+            return list(records[task.completion_column])
         return list(records[task.output_column])
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
-        task = args.task
-        if task.messages_column:
-            return load_splits(args.data, args.model, args.training.seed, required_columns=(task.messages_column,),
-                               message_columns=(task.messages_column,),
-                               test_split_percentage=task.test_split_percentage)
-        return add_missing_inputs(load_splits(
-            args.data, args.model, args.training.seed,
-            required_columns=(task.instruction_column, task.output_column),
-            text_columns=(task.instruction_column, task.input_column, task.output_column),
-            test_split_percentage=task.test_split_percentage), task)
+        return load_splits(args.data, args.model, args.training.seed, read_columns=partial(read_records, args),
+                           test_split_percentage=args.task.test_split_percentage)
+
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         task = args.task
         if task.prompt_format == "chat":  # the user turns
             return ["\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
                     for messages in conversations(dataset, task)]
+        if task.prompt_format == "plain":
+            return [prompt or "" for prompt in dataset[task.prompt_column]]
         return [f"{instruction}\n\n{input or ''}".strip()
                 for instruction, input in zip(dataset[task.instruction_column], dataset[task.input_column])]
 
@@ -256,7 +351,7 @@ class InstructRecipe(CausalLMRecipe):
         tokenizer = load_tokenizer(args.model)
         if chat:
             template = "ChatML (added)" if use_chat_template(tokenizer) else "the tokenizer's own"
-        else:
+        elif task.prompt_format == "alpaca":
             tokenizer.chat_template = chat_template(task)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         if chat:  # generation stops at the end of a turn (a pretrained config still names its own EOS)
@@ -265,9 +360,10 @@ class InstructRecipe(CausalLMRecipe):
 
         def tokenize(batch):
             if chat:
-                return cut_examples(chat_examples(tokenizer, conversations(batch, task), task.train_on_inputs), limit)
+                return cut_examples(chat_examples(tokenizer, conversations(batch, task), task.train_on_inputs,
+                                                  first_targets(batch, task)), limit)
             prompts = encode(tokenizer, self.prompts(batch, task))
-            responses = tokenizer(batch[task.output_column], add_special_tokens=False)["input_ids"]
+            responses = tokenizer(self.references(batch, task), add_special_tokens=False)["input_ids"]
             return cut_examples([build_example(p, r, eos, task.train_on_inputs) for p, r in zip(prompts, responses)],
                                 limit)
 
@@ -301,20 +397,28 @@ class InstructRecipe(CausalLMRecipe):
             data_collator=collator,
             eval_data_collator=eval_collator,
             facts={
-                "prompt format": f"chat, template: {template}" if chat else "alpaca",
+                "records": f"{task.dataset_format} (from the columns; prompt_format {task.prompt_format})",
+                "prompt format": (f"chat, template: {template}" if chat else
+                                  "plain: the prompt as given, then the completion and EOS"
+                                  if task.prompt_format == "plain" else "alpaca"),
                 "loss on": ("every token" if task.train_on_inputs else
+                            "the completion's assistant turns (content and end-of-turn marker) only"
+                            if task.dataset_format == CONVERSATIONAL_PC else
                             "assistant turns (content and end-of-turn marker) only" if chat else
                             "response tokens and EOS only"),
                 "batching": batching,
                 "records cut at max length": f"{limit} tokens: " + per_split(truncated),
-                ("records dropped (no assistant answer)" if task.messages_column else
+                ("records dropped (no assistant answer)" if task.dataset_format in (MESSAGES, SHAREGPT, CONVERSATIONAL_PC)
+                 else
+                 "records dropped (no prompt or no completion)" if task.dataset_format == PROMPT_COMPLETION else
                  "records dropped (no instruction or no output)"): per_split(dropped),
                 "records dropped (prompt fills max length)": per_split(without_target),
             },
         )
 
     def no_targets_hint(self, args: RecipeArgs) -> str:
-        shorten = "shorten the conversations" if args.task.prompt_format == "chat" else "shorten prompt_template"
+        shorten = {"chat": "shorten the conversations", "plain": "shorten the prompts"}.get(
+            args.task.prompt_format, "shorten prompt_template")
         return (f"the prompts fill max_seq_length ({args.data.max_seq_length}) before any response token: raise "
                 f"max_seq_length or {shorten}")
 
@@ -341,6 +445,9 @@ class InstructRecipe(CausalLMRecipe):
             prompts = [split_last_answer(messages)[0] for messages in conversations(test, task)]
             rows = [{"messages": p, "reference": r, "generated": g} for p, r, g in zip(prompts, references, generated)]
             questions = [transcript(p) for p in prompts]
+        elif task.prompt_format == "plain":
+            questions = self.prompts(test, task)
+            rows = [{"prompt": p, "reference": r, "generated": g} for p, r, g in zip(questions, references, generated)]
         else:
             rows = [
                 {"instruction": i, "input": x, "reference": r, "generated": g}
@@ -372,7 +479,7 @@ class InstructRecipe(CausalLMRecipe):
              f"Every answer: `{GENERATIONS_FILE}`.\n\n"
              + judge_note)
         examples = [
-            {"instruction": transcript(r["messages"]) if "messages" in r else
+            {"instruction": transcript(r["messages"]) if "messages" in r else r["prompt"] if "prompt" in r else
              r["instruction"] + (f"\n\ninput: {r['input']}" if r["input"] else ""),
              "reference": r["reference"], "starting model": start, "fine-tuned": r["generated"]}
             for r, start in zip(rows, prepared.before["answers"])
@@ -401,6 +508,12 @@ class InstructRecipe(CausalLMRecipe):
             limitations="Its answers can be wrong, made up or unsafe; do not use them unchecked.")
 
     def cli_prompts(self, opts, task: dict) -> list[str]:
+        if task.get("prompt_format") == "plain":  # trained on prompts as given: no template
+            prompts = (opts.prompt or []) + ([opts.instruction] if opts.instruction else [])
+            if not prompts:
+                raise RecipeError("give --prompt: this run was trained on plain prompt/completion records, and the "
+                                  "prompt is used as given")
+            return prompts
         if not opts.instruction:
             raise RecipeError("give --instruction (and --input when the task has one)")
         if task.get("prompt_format") == "chat":
@@ -459,9 +572,10 @@ run = RECIPE.run
 
 def generate(model_dir: str | Path, instruction: str | None = None, input: str = "",
              messages: Sequence[dict[str, str]] | None = None, **settings) -> str:
-    """The answer of a saved instruction-tuned model, prompted the way it was trained: with its prompt template, or
+    """The answer of a saved instruction-tuned model, prompted the way it was trained: with its prompt template,
     (a ``prompt_format: chat`` run) its tokenizer's chat template, given ``messages`` or the instruction and input as
-    one user turn. ``settings`` are GenerationArguments fields (default: the run's, else plain greedy, up to 256 new
+    one user turn, or (a ``prompt_format: plain`` run, trained on prompt/completion text) ``instruction`` as given,
+    the prompt. ``settings`` are GenerationArguments fields (default: the run's, else plain greedy, up to 256 new
     tokens)."""
     saved = load_recipe_file(model_dir)["task"]
     chat = saved.get("prompt_format") == "chat"
@@ -478,6 +592,10 @@ def generate(model_dir: str | Path, instruction: str | None = None, input: str =
     model, tokenizer = load_causal_lm(model_dir)
     if chat:
         prompt = generation_prompt(tokenizer, messages or [{"role": "user", "content": user_message(instruction, input)}])
+    elif saved.get("prompt_format") == "plain":
+        if input:
+            raise RecipeError(f"{model_dir} was trained on plain prompts: give the whole prompt as instruction, no input")
+        prompt = instruction
     else:
         prompt = render_prompt(instruction, input, saved_templates(saved))
     return generate_text(model, tokenizer, [prompt], GenerationArguments(**options), add_bos=not chat)[0].strip()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, default_data_collator
@@ -33,6 +33,9 @@ BLANK_LINE = "\n\n"
 
 @dataclass
 class LyricsArguments(GenerationArguments):
+    # TRL's packing (aliases.py): what this recipe always does
+    built_in_aliases: ClassVar[dict[str, str]] = {
+        "packing": "the lyrics recipe always packs whole songs into blocks of block_size tokens"}
     song_separator: str = field(
         default=BLANK_LINE, metadata={"help": "What separates songs in a .txt file (default: a blank line)."}
     )
@@ -157,6 +160,7 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
 
 
 class LyricsRecipe(CausalLMRecipe):
+    unused_flags = (*CausalLMRecipe.unused_flags, "max_seq_length", "metric_names")  # blocks of block_size; loss only
     name = "lyrics"
     title = "Song lyrics: causal-LM fine-tuning"
     task_args_class = LyricsArguments

@@ -130,7 +130,7 @@ CLASSES = {
         "zero accumulation": Case("sentiment", lambda d: {"gradient_accumulation_steps": 0},
                                   "gradient_accumulation_steps must be positive"),
         "unknown prompt_format": Case("instruct", lambda d: {"prompt_format": "chatml"},
-                                      "prompt_format must be one of alpaca, chat, got 'chatml'"),
+                                      "prompt_format must be one of auto, alpaca, chat, plain, got 'chatml'"),
         "best model without matching save and eval": Case(
             "sentiment", lambda d: {"load_best_model_at_end": True, "eval_strategy": "epoch", "save_strategy": "no"},
             "--load_best_model_at_end requires the save and eval strategy to match"),

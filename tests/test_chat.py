@@ -269,7 +269,7 @@ def test_generate_refuses_messages_for_an_alpaca_run_and_bad_messages(tmp_path):
     with pytest.raises(RecipeError, match="has message 1 with role 'bot'"):
         instruct.generate(chat, messages=[{"role": "bot", "content": "hi"}])
     with pytest.raises(RecipeError, match="messages_column needs prompt_format chat"):
-        InstructArguments(messages_column="messages")
+        InstructArguments(messages_column="messages", prompt_format="alpaca")
 
 
 def test_a_pretrained_model_learns_the_chatml_markers_and_stops_at_im_end(chat_overrides, tmp_path):

@@ -149,6 +149,17 @@ def test_flat_training_loss_is_underfitting_and_suggests_lr_or_epochs():
     assert "higher `learning_rate` (now 5e-05)" in verdict.message and "more epochs (now 3)" in verdict.message
 
 
+def test_a_rising_training_loss_is_called_a_rise_not_a_drop():
+    rising = [(s, 1.0905 + 0.00307 * s) for s in range(10, 101, 10)]
+    verdict = fit_verdict(history(rising, []))
+    head = (rising[0][1] + rising[1][1]) / 2
+    tail = (rising[-2][1] + rising[-1][1]) / 2
+    assert verdict.kind == "underfitting"
+    assert (f"Training loss rose instead of falling: from {head:.4f} to {tail:.4f} ({(tail - head) / head:.1%} "
+            "higher)") in verdict.message
+    assert "lower" not in verdict.message and "barely" not in verdict.message
+
+
 def test_healthy_run_and_a_run_too_short_to_judge():
     verdict = fit_verdict(history(FALLING_TRAIN, [(50, 1.4), (100, 1.0)]))
     assert verdict.kind == "healthy" and verdict.best_step == 100 and "more epochs may help" in verdict.message

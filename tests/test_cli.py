@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from transformers import TrainingArguments
 
 import hf_recipes
 from hf_recipes import cli, flag_index
@@ -40,13 +41,22 @@ def test_python_m_prints_the_version():
 
 @pytest.mark.parametrize("argv, code, shows", [
     (["--version"], 0, f"hf-recipes {hf_recipes.__version__}"),
-    (["--help"], 0, "{train,sweep,demo,predict,generate,compare,list}"),
+    (["--help"], 0, "{train,print-config,sweep,demo,predict,generate,compare,list}"),
     (["list"], 0, "sentiment\t"),
-    (["train", "--help"], 0, "every flag of RECIPE"),
+    (["train", "--help"], 0, "show this help with the flags of RECIPE"),
     (["trian", "sentiment"], 2, "error: hf-recipes: argument command: invalid choice: 'trian'"),
     (["list", "--verbose"], 2, "error: unknown argument '--verbose'"),
     (["predict", "sentiment", "--model_dir", "x", "--bach_size", "3"], 2,
      "error: unknown argument '--bach_size' (did you mean '--batch_size'?)"),
+    (["predict", "--model_dir", "x", "hello", "--bach_size", "3"], 2,
+     "error: unknown argument '--bach_size' (did you mean '--batch_size'?)"),
+    (["generate", "--model_dir", "x", "--prompt", "hi", "--temprature", "0.7"], 2,
+     "error: unknown argument '--temprature' (did you mean '--temperature'?)"),
+    (["generate", "--model_dir", "x", "--prompt", "hi", "stray"], 2, "error: unknown argument 'stray'"),
+    (["compare", "runs/a", "--outptu", "x.png"], 2, "error: unknown argument '--outptu' (did you mean '--output'?)"),
+    (["demo", "--nope"], 2, "error: unknown argument '--nope'"),
+    (["sweep", "lyrics", "--n_trials", "2", "--learning_rat", "1"], 2,
+     "error: unknown argument '--learning_rat' (did you mean '--learning_rate'?)"),
 ])
 def test_help_list_version_and_argument_errors_import_no_deep_learning_library(argv, code, shows):
     result = run_fresh(*argv)
@@ -58,24 +68,56 @@ def test_help_list_version_and_argument_errors_import_no_deep_learning_library(a
         assert shows in result.stdout
 
 
-def test_train_recipe_help_lists_every_flag_grouped_with_help_and_defaults(capsys):
+def shown_flags(out: str) -> dict[str, str]:
+    """``{flag: value shown}`` of the recipe's part of a --help output (one line per flag: --flag value  help)."""
+    recipe_part = out.split("\nFlags of the ", 1)[1]
+    flags = [line[2:].partition("  ")[0] for line in recipe_part.splitlines() if line.startswith("  --")]
+    names = [flag.partition(" ")[0].removeprefix("--") for flag in flags]
+    assert len(names) == len(set(names)), "a flag shown twice"
+    return {name: flag.partition(" ")[2] for name, flag in zip(names, flags)}
+
+
+def test_train_sentiment_help_is_short_shows_each_flag_once_with_the_values_a_run_uses(capsys):
     from hf_recipes import recipes
+    from hf_recipes.help import shown
 
     assert cli.main(["train", "sentiment", "--help"]) == 0
     out = capsys.readouterr().out
-    classes, titles = recipe_dataclasses(recipes.get("sentiment").task_args_class)
-    # Each dataclass under its own heading, in order, and every one of its fields under that heading.
+    assert len(out.splitlines()) <= 110
+    values = shown_flags(out)
+    recipe = recipes.get("sentiment")
+    args = recipe.parse()  # the YAML file and no flags: what a run gets
+    classes, titles = recipe_dataclasses(recipe.task_args_class)
+    groups = [args.model, args.peft, args.data, args.task, args.run, args.checks, args.training]
     starts = [out.index(f"\n{title}:\n") for title in titles]
     assert starts == sorted(starts)
-    for cls, start, end in zip(classes, starts, [*starts[1:], len(out)]):
-        section = out[start:end]
+    for cls, group in zip(classes, groups):
         for f in dataclasses.fields(cls):
-            if f.init:
-                assert f"--{f.name}" in section, (cls.__name__, f.name)
-    learning_rate = " ".join(out.split("--learning_rate", 1)[1].split("\n  --", 1)[0].split())
-    assert learning_rate.endswith("The initial learning rate for the optimizer. (default: 5e-05)")
-    assert "Keep only the first N training rows" in out  # a help text of our own
-    assert "--early_stopping_patience" in out and "--label_column" in out
+            if f.init and f.name not in recipe.unused_flags and f.name in values:
+                assert values[f.name] == shown(getattr(group, f.name), f.name), f.name
+            elif f.init and cls is not TrainingArguments:
+                assert f.name in recipe.unused_flags, f"{f.name} missing from the help"
+    # the YAML's values, not the library's
+    assert (values["eval_strategy"], values["lr_scheduler_type"], values["load_best_model_at_end"]) == (
+        "epoch", "cosine", "true")
+    assert values["learning_rate"] == "5e-05" and values["max_seq_length"] == "128"
+    assert "fused_lm_loss" not in out and "--max-seq-length" not in out  # a causal LM's; one spelling each
+    assert "  --max_steps -1" in out and "--ddp_backend" not in out  # the most used TrainingArguments only
+
+
+def test_help_all_lists_every_training_argument_and_a_config_s_values(tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text("learning_rate: 1.0e-3\nmax_length: 64\nddp_backend: gloo\n")
+    assert cli.main(["train", "sentiment", "--config", str(config), "--help"]) == 0
+    values = shown_flags(capsys.readouterr().out)
+    assert (values["learning_rate"], values["max_seq_length"], values["ddp_backend"]) == ("0.001", "64", "gloo")
+    assert values["num_train_epochs"] == "3"  # not in this YAML: the dataclass default
+    assert cli.main(["train", "lyrics", "--help-all"]) == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(TrainingArguments):
+        if f.init:
+            assert f"\n  --{f.name} " in out, f.name
+    assert "The initial learning rate for the optimizer." in out and "--few_shot_k" not in out
 
 
 def test_sweep_recipe_help_lists_its_own_and_the_recipe_flags(capsys):
@@ -125,3 +167,31 @@ def test_recipe_help_and_flag_errors_come_from_the_index_without_deep_learning_i
 def test_the_flag_index_matches_the_code():
     """If this fails after an argument changed: python -m hf_recipes.flag_index"""
     assert json.loads(flag_index.INDEX.read_text()) == flag_index.build()
+
+
+def test_print_config_prints_the_resolved_settings_as_yaml_a_run_takes_again(tmp_path, capsys):
+    import yaml
+
+    from hf_recipes import recipes
+
+    output_dir = tmp_path / "never-written"
+    argv = ["--max_length", "64", "--learning_rate", "1e-4", "--output_dir", str(output_dir)]
+    assert cli.main(["print-config", "instruct", *argv]) == 0
+    printed = capsys.readouterr().out
+    values = yaml.safe_load(printed)
+    assert (values["max_seq_length"], values["learning_rate"], values["lr_scheduler_type"]) == (64, 1e-4, "cosine")
+    assert values["prompt_template"].startswith("Below is an instruction") and "\\n\\n### Response:\\n" in printed
+    assert "token" not in values and "few_shot_k" not in values and not output_dir.exists()
+    recipe = recipes.get("instruct")
+    config = tmp_path / "printed.yaml"
+    config.write_text(printed)
+    again, direct = recipe.parse(config), recipe.parse(None, argv)
+    for name in ("model", "peft", "data", "task", "run", "checks"):
+        assert getattr(again, name) == getattr(direct, name), name
+    assert again.training.to_dict() == direct.training.to_dict()
+
+
+def test_print_config_flag_errors_answer_without_deep_learning_imports():
+    fresh = run_fresh("print-config", "sentiment", "--lerning_rate", "1")
+    assert fresh.returncode == 2 and fresh.stdout.splitlines()[-1] == "heavy imports: none"
+    assert fresh.stderr == "error: unknown argument '--lerning_rate' (did you mean '--learning_rate'?)\n"

@@ -119,6 +119,8 @@ def test_no_data_at_all():
 def test_hub_dataset_offline_fails_with_a_clear_line():
     with pytest.raises(RecipeError, match="could not load dataset 'someone/nothing-here'"):
         load(dataset_name="someone/nothing-here")
+    with pytest.raises(RecipeError, match="the hub is switched off by HF_HUB_OFFLINE=1"):
+        load(dataset_name="someone/nothing-here")
 
 
 def test_empty_texts_are_dropped_and_counted(tmp_path):

@@ -205,3 +205,24 @@ def test_the_shipped_fsdp_config_shards_every_family_by_its_decoder_layer(family
     model = load_model(model_arguments(family), AutoModelForCausalLM, tokenizer)
     layers = [get_module_class_from_name(model, name) for name in model._no_split_modules]
     assert all(layers) and sum(isinstance(m, tuple(layers)) for m in model.modules()) == 2  # the 2 decoder layers
+
+
+def test_an_architecture_without_the_default_sdpa_kernel_names_the_flag_that_fixes_it():
+    tokenizer = load_tokenizer(ModelArguments(tokenizer_name=str(TOKENIZER_DIR)))
+    gemma2 = ModelArguments(model_type="gemma2", config_overrides=DECODER + ",num_key_value_heads=1,head_dim=16")
+    with pytest.raises(RecipeError) as refused:
+        load_model(gemma2, AutoModelForCausalLM, tokenizer)
+    assert str(refused.value) == ("Gemma2ForCausalLM does not support --attn_implementation sdpa: pass "
+                                  "--attn_implementation eager")
+    gemma2.attn_implementation = "eager"
+    assert load_model(gemma2, AutoModelForCausalLM, tokenizer).config._attn_implementation == "eager"
+
+
+def test_a_hub_model_under_hf_hub_offline_says_the_hub_is_switched_off(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RecipeError) as refused:
+        load_tokenizer(ModelArguments(model_name_or_path="someone/never-downloaded"))
+    message = str(refused.value)
+    assert message.startswith("could not load tokenizer 'someone/never-downloaded': ")
+    assert "the hub is switched off by HF_HUB_OFFLINE=1: use local files" in message
+    assert "unset HF_HUB_OFFLINE to download it" in message

@@ -235,6 +235,9 @@ def test_cli_predict_from_arguments_and_file(overrides, tmp_path, capsys):
     for line, text in zip(lines, ["what a day", "i love this", "i hate this"]):
         label, score, shown = line.split("\t")
         assert label in {"negative", "neutral", "positive"} and 0 < float(score) <= 1 and shown == text
+    # RECIPE may be left out: the run's recipe.json names it, and the text is not taken for a recipe name
+    assert cli.main(["predict", "--model_dir", overrides["output_dir"], "what a day"]) == 0
+    assert capsys.readouterr().out.strip() == lines[0]
 
 
 def test_cli_predict_without_a_model(tmp_path, capsys):
