@@ -191,6 +191,14 @@ def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
     return raw
 
 
+def shortest_prompt(tokenizer, task: InstructArguments) -> int:
+    """Tokens of the prompt around an empty instruction (chat: an empty user turn and the assistant's opening)."""
+    if task.prompt_format == "chat":
+        text = generation_prompt(tokenizer, [{"role": "user", "content": ""}])
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(encode(tokenizer, [render_prompt("", "", task)])[0])
+
+
 def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
     """Records without an instruction or an output (a conversation without an assistant answer) teach nothing (real
     Alpaca data has a few): drop and count them per split."""
@@ -260,7 +268,11 @@ class InstructRecipe(CausalLMRecipe):
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         if chat:  # generation stops at the end of a turn (a pretrained config still names its own EOS)
             model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
-        limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
+        prompt_tokens = shortest_prompt(tokenizer, task)
+        limit = max_length(tokenizer, model, args.data.max_seq_length, prompt_tokens + 2,
+                           f"the prompt template alone takes {prompt_tokens} tokens, and a record needs at least one more "
+                           "for its instruction and one for its response")
+        eos = tokenizer.eos_token_id
 
         def tokenize(batch):
             if chat:

@@ -32,6 +32,7 @@ from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
 HERE = Path(__file__).parent
+MIN_TEXT_TOKENS = 4  # fewer tokens of a text than this leave next to nothing to classify
 logger = logging.getLogger("hf_recipes")
 
 
@@ -136,7 +137,8 @@ class SentimentRecipe(ClassifierRecipe):
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
-        limit = max_length(tokenizer, model, args.data.max_seq_length)
+        limit = max_length(tokenizer, model, args.data.max_seq_length, MIN_TEXT_TOKENS,
+                           f"a classifier needs at least {MIN_TEXT_TOKENS} tokens of each text to tell its label")
 
         def tokenize(batch):
             encoded = tokenizer(batch[text], truncation=True, max_length=limit)
