@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
@@ -35,16 +37,33 @@ def builder_for(path: str, option: str) -> str:
     return BUILDERS[suffix]
 
 
+# What a path that is no regular file is, by its stat mode: read as data, a pipe or a socket blocks and a device
+# (e.g. /dev/zero) never ends.
+SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
 def check_local_file(path: str, option: str) -> None:
-    """Missing, directory, empty or non-UTF-8 files get a clear error before datasets sees them."""
+    """Missing, directory, special (pipe, socket, device), empty or non-UTF-8 files get a clear error before datasets
+    sees them; nothing is opened before the path is known to be a regular file."""
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            raise RecipeError(f"{option} {path} is a broken symbolic link (to {os.readlink(p)}): point it at a data "
+                              "file or pass the file itself")
         raise RecipeError(f"{option} not found: {path}")
     if p.is_dir():
         raise RecipeError(f"{option} is a directory, not a file: {path}")
+    mode = p.stat().st_mode
+    kind = next((name for is_kind, name in SPECIAL_FILES if is_kind(mode)), None)
+    if kind is not None:
+        target = f" (a symbolic link to {p.resolve()})" if p.is_symlink() else ""
+        raise RecipeError(f"{option} {path}{target} is {kind}, not a regular file: save the data to a file and pass "
+                          "that")
     if p.stat().st_size == 0:
         raise RecipeError(f"{option} is empty: {path}")
     if p.suffix.lower() == ".parquet":
+        check_parquet_rows(path, option)
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
@@ -93,14 +112,30 @@ def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dic
 
 
 def check_csv_header(path: str, option: str) -> None:
-    """pandas renames a repeated header ('text' -> 'text.1'), so a run would silently read the wrong column."""
+    """pandas renames a repeated header ('text' -> 'text.1'), so a run would silently read the wrong column; a
+    header without rows below it would end in the datasets library's words."""
     with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
+        rows = csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ",")
+        header = next(rows, [])
+        has_rows = any(any(cell.strip() for cell in row) for row in rows)
     seen = set()
     for name in header:
         if name in seen:
             raise RecipeError(f"{option} {path} names the column '{name}' twice in its header; rename one of them")
         seen.add(name)
+    if not has_rows:
+        raise RecipeError(f"{option} {path} has a header ({', '.join(header)}) but no rows: add data rows below it")
+
+
+def check_parquet_rows(path: str, option: str) -> None:
+    import pyarrow.parquet
+
+    try:
+        rows = pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    except Exception as err:  # noqa: BLE001 - pyarrow's errors for a file that is no parquet, in its words
+        raise RecipeError(f"could not read {option} {path}: {one_line(err)}") from None
+    if rows == 0:
+        raise RecipeError(f"{option} {path} holds columns but no rows: pass a file with data")
 
 
 def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[str, str]) -> None:
@@ -165,6 +200,8 @@ def read_file(builder: str, path: str, option: str, cache_dir: str | None, kwarg
         cause = err.__cause__ or err
         raise RecipeError(f"could not read {option} {path}: {one_line(cause)}") from None
     except (ValueError, OSError) as err:
+        if "corresponds to no data" in str(err):  # the file parsed into no records (e.g. [] or blank lines)
+            raise RecipeError(f"{option} {path} holds no records: pass a file with data") from None
         raise RecipeError(f"could not read {option} {path}: {one_line(err)}") from None
 
 
