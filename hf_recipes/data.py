@@ -230,6 +230,7 @@ def load_splits(
     message_columns: Iterable[str] = (),
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
+    check_files: Callable[[DatasetDict, dict[str, str]], None] | None = None,
 ) -> DatasetDict:
     """Return a DatasetDict with train, validation and (when given or ``test_split_percentage`` is set) test.
 
@@ -237,7 +238,8 @@ def load_splits(
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
     Columns are checked by name, ``text_columns`` by type (text or missing) and ``message_columns`` as
-    conversations (:func:`check_message_columns`).
+    conversations (:func:`check_message_columns`), then ``check_files(splits, sources)`` sees the splits as the files
+    hold them (a row number in its errors is the file's row; carving shuffles).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -263,6 +265,8 @@ def load_splits(
 
     check_text_columns(raw, text_columns, sources)
     check_message_columns(raw, message_columns, sources)
+    if check_files is not None:
+        check_files(raw, sources)
 
     return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
