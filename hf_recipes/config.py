@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import string
 from dataclasses import dataclass, field
@@ -143,6 +144,9 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise RecipeError(f"{name} must be a positive number, got {value}")
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 0:
+            raise RecipeError(f"preprocessing_num_workers must be 0 or more (0 or unset: tokenize in this process), "
+                              f"got {self.preprocessing_num_workers}")
 
 
 @dataclass
@@ -469,6 +473,38 @@ def check_training(training: TrainingArguments) -> None:
         )
     if training.weight_decay < 0:
         raise RecipeError(f"weight_decay must be 0 or more, got {training.weight_decay}")
+    for name, allowed, requirement in TRAINING_NUMBERS:
+        value = getattr(training, name)
+        if value is not None and not allowed(value):
+            raise RecipeError(f"--{name} must be {requirement}, got {value}")
+
+
+def steps_setting(value) -> bool:
+    """logging/eval/save steps: a positive count, or a share (0, 1) of the total steps."""
+    return value > 0 and math.isfinite(value)
+
+
+# TrainingArguments that transformers, torch or numpy accept at parse time and reject (or silently misread) only
+# once training starts: (name, allowed, what it must be). None means unset and is always allowed.
+TRAINING_NUMBERS = (
+    ("dataloader_num_workers", lambda v: v >= 0, "0 or more (0: load batches in the main process)"),
+    ("dataloader_prefetch_factor", lambda v: v >= 1, "1 or more"),
+    ("save_total_limit", lambda v: v >= 1, "1 or more (leave it unset to keep every checkpoint)"),
+    ("logging_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("eval_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("save_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("eval_accumulation_steps", lambda v: v >= 1, "1 or more"),
+    ("max_grad_norm", lambda v: v >= 0, "0 or more (0: no clipping)"),
+    ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_epsilon", lambda v: v >= 0, "0 or more"),
+    ("label_smoothing_factor", lambda v: 0 <= v < 1, "in [0, 1) (1 would make every target uniform)"),
+    ("eval_delay", lambda v: v >= 0, "0 or more"),
+    ("warmup_steps", lambda v: v >= 0, "0 or more"),
+    ("num_train_epochs", math.isfinite, "a finite number"),
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("data_seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+)
 
 
 def check_peft(peft: PeftArguments, model: ModelArguments, training: TrainingArguments) -> None:
