@@ -291,6 +291,7 @@ def close_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    owns_process = argv is None  # the hf-recipes command, not a call from Python: the process ends with main
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     # A kill (SIGTERM) ends a run the way Ctrl-C does: one line, and output_dir keeps only finished checkpoints.
@@ -309,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
+        if owns_process and previous is not None:
+            # The process is ending: a second Ctrl-C or kill, even during interpreter shutdown (where Python puts
+            # back the default handlers it installed), must not turn exit code 2 into the shell's 130.
+            previous = None
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("error: interrupted; run the same command again to resume from the newest checkpoint, if one was "
               "saved", file=sys.stderr)
         return 2
