@@ -30,12 +30,12 @@ from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes.files import check_regular_file
 
 
 def read_lines(path: str) -> list[str]:
+    check_regular_file(path, "file")
     file = Path(path)
-    if not file.is_file():
-        raise RecipeError(f"file not found: {path}")
     try:
         return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:

@@ -20,6 +20,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes.files import check_regular_file
 
 
 def empty_means_unset(arguments) -> None:
@@ -303,8 +304,7 @@ class _Parser(HfArgumentParser):
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"config file not found: {path}")
+    check_regular_file(path, "config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
@@ -16,6 +14,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.files import check_regular_file
 from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local
 
 logger = logging.getLogger(__name__)
@@ -37,29 +36,11 @@ def builder_for(path: str, option: str) -> str:
     return BUILDERS[suffix]
 
 
-# What a path that is no regular file is, by its stat mode: read as data, a pipe or a socket blocks and a device
-# (e.g. /dev/zero) never ends.
-SPECIAL_FILES = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-
-
 def check_local_file(path: str, option: str) -> None:
     """Missing, directory, special (pipe, socket, device), empty or non-UTF-8 files get a clear error before datasets
     sees them; nothing is opened before the path is known to be a regular file."""
+    check_regular_file(path, option)
     p = Path(path)
-    if not p.exists():
-        if p.is_symlink():
-            raise RecipeError(f"{option} {path} is a broken symbolic link (to {os.readlink(p)}): point it at a data "
-                              "file or pass the file itself")
-        raise RecipeError(f"{option} not found: {path}")
-    if p.is_dir():
-        raise RecipeError(f"{option} is a directory, not a file: {path}")
-    mode = p.stat().st_mode
-    kind = next((name for is_kind, name in SPECIAL_FILES if is_kind(mode)), None)
-    if kind is not None:
-        target = f" (a symbolic link to {p.resolve()})" if p.is_symlink() else ""
-        raise RecipeError(f"{option} {path}{target} is {kind}, not a regular file: save the data to a file and pass "
-                          "that")
     if p.stat().st_size == 0:
         raise RecipeError(f"{option} is empty: {path}")
     if p.suffix.lower() == ".parquet":
