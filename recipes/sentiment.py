@@ -143,11 +143,12 @@ def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | 
                                   f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}{where}")
 
 
-def labelled_rows(dataset, column: str, text_column: str | None = None):
-    """(row from 1, label) of the rows that have a label (and, with ``text_column``, a text to keep them)."""
+def labelled_rows(dataset, column: str, text_column: str | None = None, with_missing: bool = False):
+    """(row from 1, label) of the rows that have a label (and, with ``text_column``, a text to keep them; with
+    ``with_missing``, rows without a label too)."""
     texts = dataset[text_column] if text_column else [" "] * len(dataset)
     for row, (value, text) in enumerate(zip(dataset[column], texts), start=1):
-        if value is not None and isinstance(text, str) and text.strip():
+        if (value is not None or with_missing) and isinstance(text, str) and text.strip():
             yield row, value
 
 
@@ -158,6 +159,11 @@ def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, te
     labels outside --labels, or (validation and test files) outside the train file's labels. Rows without text
     are left out: they are dropped (a split left without rows is the error then)."""
     check_explicit_labels(explicit)
+    for split, dataset in raw.items():
+        missing = [row for row, value in labelled_rows(dataset, column, text_column, with_missing=True) if value is None]
+        if missing:
+            raise RecipeError(f"{len(missing)} {split} rows have no '{column}' value (the first: row {missing[0]} of "
+                              f"{sources[split]}); label them or remove them")
     check_label_values(raw, column, sources, text_column)
     if any(isinstance(dataset.features[column], ClassLabel) for dataset in raw.values()):
         return

@@ -427,6 +427,9 @@ CLASSES = {
         "after rows with empty texts": Case("sentiment", lambda d: {"train_file": write(d, "gaps.json", tweets(
             ["a", "b"] * 10 + ["B"], [""] * 5 + [f"t{i}" for i in range(16)])), "test_file": None},
             "and 'B' (row 21 of "),
+        "a row without a label": Case("sentiment", lambda d: {"train_file": write(d, "gap.json", tweets(
+            ["a", "b"] * 9 + [None] + ["a"])), "test_file": None}, "1 train rows have no 'sentiment' value (the first: "
+                                                                    "row 19 of "),
         "an unknown label in the test file": Case("sentiment", lambda d: {"test_file": write(
             d, "t.csv", "text,sentiment\na,positive\nb,negative\nc,sarcastic\n")},
             "label 'sarcastic' in the test split is not a known label (negative, neutral, positive): row 3 of "),
