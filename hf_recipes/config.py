@@ -556,6 +556,10 @@ def check_trackers(training: TrainingArguments) -> None:
     from transformers.integrations import integration_utils
 
     for tracker in training.report_to or []:
+        known = list(integration_utils.INTEGRATION_TO_CALLBACK)
+        if tracker not in known:
+            raise RecipeError(f"--report_to {tracker}: unknown tracker{did_you_mean(tracker, known)}; use none, all or "
+                              f"one of {', '.join(known)}")
         available = getattr(integration_utils, f"is_{tracker}_available", None)
         if available is not None and not available():
             install = (f"pip install 'hf-recipes[{TRACKER_EXTRAS[tracker]}]'" if tracker in TRACKER_EXTRAS

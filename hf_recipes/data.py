@@ -264,7 +264,7 @@ def carve_splits(
     carve = split_train or random_split
     whole = len(raw["train"])
     fraction: float | int = data_args.validation_split_percentage / 100
-    if test_split_percentage and "test" not in raw:
+    if test_split_percentage is not None and "test" not in raw:
         if not 0 < test_split_percentage < 100:
             raise RecipeError(f"test_split_percentage must be between 0 and 100, got {test_split_percentage}")
         test_rows = round(whole * test_split_percentage / 100)

@@ -119,6 +119,8 @@ class InstructArguments(GenerationArguments):
         check_template(self.input_template, "input_template", {"input"})
         if self.prompt_format not in PROMPT_FORMATS:
             raise RecipeError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got '{self.prompt_format}'")
+        if self.report_examples < 0:
+            raise RecipeError(f"report_examples must be 0 or more, got {self.report_examples}")
         if self.messages_column and self.prompt_format != "chat":
             raise RecipeError("messages_column needs prompt_format chat (the alpaca format has no conversations)")
 

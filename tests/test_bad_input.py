@@ -408,6 +408,12 @@ CLASSES = {
         "negative seed": Case("instruct", lambda d: {"seed": -1}, "--seed must be in [0, 2**32)"),
         "negative max_grad_norm": Case("sentiment", lambda d: {"max_grad_norm": -1},
                                        "--max_grad_norm must be 0 or more"),
+        "an unknown tracker": Case("sentiment", lambda d: {"report_to": "tensorbored"},
+                                   "--report_to tensorbored: unknown tracker (did you mean 'tensorboard'?)"),
+        "no test split carved": Case("instruct", lambda d: {"test_split_percentage": 0},
+                                     "test_split_percentage must be between 0 and 100, got 0"),
+        "negative report_examples": Case("instruct", lambda d: {"report_examples": -1},
+                                         "report_examples must be 0 or more, got -1"),
         "output_dir a broken symlink": Case("lyrics", lambda d: {"output_dir": symlink(d, "out", str(d / "gone"))},
                                             "is a broken symbolic link (to "),
         "sweep into an output_dir that is a file": Case(
