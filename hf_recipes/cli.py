@@ -32,13 +32,13 @@ from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
+from hf_recipes.files import check_regular_file
 from hf_recipes.help import WIDTH
 
 
 def read_lines(path: str) -> list[str]:
+    check_regular_file(path, "file")
     file = Path(path)
-    if not file.is_file():
-        raise RecipeError(f"file not found: {path}")
     try:
         return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:
@@ -352,6 +352,7 @@ def close_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    owns_process = argv is None  # the hf-recipes command, not a call from Python: the process ends with main
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     # A kill (SIGTERM) ends a run the way Ctrl-C does: one line, and output_dir keeps only finished checkpoints.
@@ -370,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
+        if owns_process and previous is not None:
+            # The process is ending: a second Ctrl-C or kill, even during interpreter shutdown (where Python puts
+            # back the default handlers it installed), must not turn exit code 2 into the shell's 130.
+            previous = None
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("error: interrupted; run the same command again to resume from the newest checkpoint, if one was "
               "saved", file=sys.stderr)
         return 2

@@ -9,18 +9,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from transformers import HfArgumentParser, TrainingArguments
 
 from hf_recipes import aliases
 from hf_recipes.config_file import PATH_KEYS, SECRET_KEYS, load_yaml  # noqa: F401 - re-exported
-from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.errors import RecipeError, did_you_mean, one_line
 
 
 def empty_means_unset(arguments) -> None:
@@ -154,6 +154,9 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise RecipeError(f"{name} must be a positive number, got {value}")
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 0:
+            raise RecipeError(f"preprocessing_num_workers must be 0 or more (0 or unset: tokenize in this process), "
+                              f"got {self.preprocessing_num_workers}")
 
 
 @dataclass
@@ -526,6 +529,38 @@ def check_training(training: TrainingArguments) -> None:
         )
     if training.weight_decay < 0:
         raise RecipeError(f"weight_decay must be 0 or more, got {training.weight_decay}")
+    for name, allowed, requirement in TRAINING_NUMBERS:
+        value = getattr(training, name)
+        if value is not None and not allowed(value):
+            raise RecipeError(f"--{name} must be {requirement}, got {value}")
+
+
+def steps_setting(value) -> bool:
+    """logging/eval/save steps: a positive count, or a share (0, 1) of the total steps."""
+    return value > 0 and math.isfinite(value)
+
+
+# TrainingArguments that transformers, torch or numpy accept at parse time and reject (or silently misread) only
+# once training starts: (name, allowed, what it must be). None means unset and is always allowed.
+TRAINING_NUMBERS = (
+    ("dataloader_num_workers", lambda v: v >= 0, "0 or more (0: load batches in the main process)"),
+    ("dataloader_prefetch_factor", lambda v: v >= 1, "1 or more"),
+    ("save_total_limit", lambda v: v >= 1, "1 or more (leave it unset to keep every checkpoint)"),
+    ("logging_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("eval_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("save_steps", steps_setting, "a positive number of steps (or a share of the run below 1)"),
+    ("eval_accumulation_steps", lambda v: v >= 1, "1 or more"),
+    ("max_grad_norm", lambda v: v >= 0, "0 or more (0: no clipping)"),
+    ("adam_beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_beta2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("adam_epsilon", lambda v: v >= 0, "0 or more"),
+    ("label_smoothing_factor", lambda v: 0 <= v < 1, "in [0, 1) (1 would make every target uniform)"),
+    ("eval_delay", lambda v: v >= 0, "0 or more"),
+    ("warmup_steps", lambda v: v >= 0, "0 or more"),
+    ("num_train_epochs", math.isfinite, "a finite number"),
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("data_seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+)
 
 
 def check_peft(peft: PeftArguments, model: ModelArguments, training: TrainingArguments) -> None:
@@ -577,6 +612,10 @@ def check_trackers(training: TrainingArguments) -> None:
     from transformers.integrations import integration_utils
 
     for tracker in training.report_to or []:
+        known = list(integration_utils.INTEGRATION_TO_CALLBACK)
+        if tracker not in known:
+            raise RecipeError(f"--report_to {tracker}: unknown tracker{did_you_mean(tracker, known)}; use none, all or "
+                              f"one of {', '.join(known)}")
         available = getattr(integration_utils, f"is_{tracker}_available", None)
         if available is not None and not available():
             install = (f"pip install 'hf-recipes[{TRACKER_EXTRAS[tracker]}]'" if tracker in TRACKER_EXTRAS

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.files import check_regular_file
 
 # Keys holding secrets: read from the command line or a config, never written to any file, log or report.
 SECRET_KEYS = {"token", "hub_token"}
@@ -23,8 +24,7 @@ PATH_KEYS = {
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"config file not found: {path}")
+    check_regular_file(path, "config file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:

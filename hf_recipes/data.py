@@ -14,6 +14,7 @@ from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
+from hf_recipes.files import check_regular_file
 from hf_recipes.model import ensure_hub_reachable, ensure_reachable, is_local, offline_note
 
 logger = logging.getLogger(__name__)
@@ -36,15 +37,14 @@ def builder_for(path: str, option: str) -> str:
 
 
 def check_local_file(path: str, option: str) -> None:
-    """Missing, directory, empty or non-UTF-8 files get a clear error before datasets sees them."""
+    """Missing, directory, special (pipe, socket, device), empty or non-UTF-8 files get a clear error before datasets
+    sees them; nothing is opened before the path is known to be a regular file."""
+    check_regular_file(path, option)
     p = Path(path)
-    if not p.exists():
-        raise RecipeError(f"{option} not found: {path}")
-    if p.is_dir():
-        raise RecipeError(f"{option} is a directory, not a file: {path}")
     if p.stat().st_size == 0:
         raise RecipeError(f"{option} is empty: {path}")
     if p.suffix.lower() == ".parquet":
+        check_parquet_rows(path, option)
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
@@ -93,14 +93,30 @@ def load_files(data_args: DataArguments, cache_dir: str | None, text_kwargs: dic
 
 
 def check_csv_header(path: str, option: str) -> None:
-    """pandas renames a repeated header ('text' -> 'text.1'), so a run would silently read the wrong column."""
+    """pandas renames a repeated header ('text' -> 'text.1'), so a run would silently read the wrong column; a
+    header without rows below it would end in the datasets library's words."""
     with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
+        rows = csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ",")
+        header = next(rows, [])
+        has_rows = any(any(cell.strip() for cell in row) for row in rows)
     seen = set()
     for name in header:
         if name in seen:
             raise RecipeError(f"{option} {path} names the column '{name}' twice in its header; rename one of them")
         seen.add(name)
+    if not has_rows:
+        raise RecipeError(f"{option} {path} has a header ({', '.join(header)}) but no rows: add data rows below it")
+
+
+def check_parquet_rows(path: str, option: str) -> None:
+    import pyarrow.parquet
+
+    try:
+        rows = pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    except Exception as err:  # noqa: BLE001 - pyarrow's errors for a file that is no parquet, in its words
+        raise RecipeError(f"could not read {option} {path}: {one_line(err)}") from None
+    if rows == 0:
+        raise RecipeError(f"{option} {path} holds columns but no rows: pass a file with data")
 
 
 def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[str, str]) -> None:
@@ -165,6 +181,8 @@ def read_file(builder: str, path: str, option: str, cache_dir: str | None, kwarg
         cause = err.__cause__ or err
         raise RecipeError(f"could not read {option} {path}: {one_line(cause)}") from None
     except (ValueError, OSError) as err:
+        if "corresponds to no data" in str(err):  # the file parsed into no records (e.g. [] or blank lines)
+            raise RecipeError(f"{option} {path} holds no records: pass a file with data") from None
         raise RecipeError(f"could not read {option} {path}: {one_line(err)}") from None
 
 
@@ -194,6 +212,7 @@ def load_splits(
     split_train: Callable[[Dataset, float | int, int], tuple[Dataset, Dataset]] | None = None,
     test_split_percentage: float | None = None,
     read_columns: Callable[[DatasetDict], DatasetDict] | None = None,
+    check_files: Callable[[DatasetDict, dict[str, str]], None] | None = None,
 ) -> DatasetDict:
     """Return a DatasetDict with train, validation and (when given or ``test_split_percentage`` is set) test.
 
@@ -201,8 +220,9 @@ def load_splits(
     (``split_train`` lets a recipe choose the unit it carves by). With ``test_split_percentage``, a missing test
     split is carved too, and both percentages are of the whole train data (85/5/10 leaves 85% to train).
     Columns are checked by name, ``text_columns`` by type (text or missing) and ``message_columns`` as
-    conversations (:func:`check_message_columns`). ``read_columns`` lets a recipe read and check columns it tells
-    apart by their names itself, before anything is carved (so an error's row numbers are the file's).
+    conversations (:func:`check_message_columns`), then ``check_files(splits, sources)`` sees the splits as the files
+    hold them (a row number in its errors is the file's row; carving shuffles). ``read_columns`` lets a recipe read
+    and check columns it tells apart by their names itself, before anything is carved (for the same reason).
     """
     if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
         if not data_args.train_file:
@@ -214,15 +234,17 @@ def load_splits(
         raise RecipeError("no data: set dataset_name or train_file")
     if "train" not in raw:
         raise RecipeError(f"the data has no train split (splits found: {', '.join(raw)})")
-    check_columns(raw, data_args, required_columns, text_columns, message_columns)
+    check_columns(raw, data_args, required_columns, text_columns, message_columns, check_files)
     if read_columns:
         raw = read_columns(raw)
     return carve_splits(raw, data_args, seed, split_train, test_split_percentage)
 
 
 def check_columns(raw: DatasetDict, data_args: DataArguments, required_columns: Iterable[str] = (),
-                  text_columns: Iterable[str] = (), message_columns: Iterable[str] = ()) -> None:
-    """Every split has ``required_columns``; ``text_columns`` hold text and ``message_columns`` conversations."""
+                  text_columns: Iterable[str] = (), message_columns: Iterable[str] = (),
+                  check_files: Callable[[DatasetDict, dict[str, str]], None] | None = None) -> None:
+    """Every split has ``required_columns``; ``text_columns`` hold text and ``message_columns`` conversations;
+    then ``check_files`` (see :func:`load_splits`)."""
     sources = {split: getattr(data_args, SPLIT_FILES.get(split, ""), None) or data_args.dataset_name or split
                for split in raw}
     for split, dataset in raw.items():
@@ -235,6 +257,8 @@ def check_columns(raw: DatasetDict, data_args: DataArguments, required_columns: 
             )
     check_text_columns(raw, text_columns, sources)
     check_message_columns(raw, message_columns, sources)
+    if check_files is not None:
+        check_files(raw, sources)
 
 
 def carve_splits(
@@ -249,7 +273,7 @@ def carve_splits(
     carve = split_train or random_split
     whole = len(raw["train"])
     fraction: float | int = data_args.validation_split_percentage / 100
-    if test_split_percentage and "test" not in raw:
+    if test_split_percentage is not None and "test" not in raw:
         if not 0 < test_split_percentage < 100:
             raise RecipeError(f"test_split_percentage must be between 0 and 100, got {test_split_percentage}")
         test_rows = round(whole * test_split_percentage / 100)

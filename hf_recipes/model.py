@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -124,9 +125,11 @@ def load_tokenizer(model_args: ModelArguments, padding_side: str = "right") -> P
 def load_config(model_args: ModelArguments, **config_kwargs):
     if model_args.config_name or model_args.model_name_or_path:
         name = model_args.config_name or model_args.model_name_or_path
-        return _from_pretrained(
+        config = _from_pretrained(
             AutoConfig.from_pretrained, name, "model config", **hub_kwargs(model_args), **config_kwargs
         )
+        check_model_shape(config, f"model config '{name}'")
+        return config
     if not model_args.model_type:
         raise RecipeError("set model_name_or_path (pretrained) or model_type (build from scratch)")
     if model_args.model_type not in CONFIG_MAPPING:
@@ -134,7 +137,15 @@ def load_config(model_args: ModelArguments, **config_kwargs):
     config_class = CONFIG_MAPPING[model_args.model_type]
     # Built from the overrides, not updated afterwards: a config derives some fields from others in __init__
     # (Qwen2's layer_types from num_hidden_layers) and an update would leave them stale.
-    config = config_class(**parse_config_overrides(config_class(), model_args.config_overrides or ""))
+    defaults = config_class()
+    overrides = parse_config_overrides(defaults, model_args.config_overrides or "")
+    where = f"bad config_overrides '{model_args.config_overrides}'"
+    check_model_shape(defaults, where, typed=overrides, head_dim_chosen=False)  # some configs divide in __init__
+    try:
+        config = config_class(**overrides)
+    except Exception as err:  # noqa: BLE001 - a family's own validation of its fields, in its words
+        raise RecipeError(f"{where}: {one_line(err.__cause__ or err)}") from None
+    check_model_shape(config, where, head_dim_chosen="head_dim" in overrides)
     config.update(config_kwargs)
     return config
 
@@ -182,6 +193,63 @@ def give_distinct_pad_token(tokenizer: PreTrainedTokenizerBase) -> str:
         logger.info("Added the pad token %s (id %d): classifiers pool the last token that is not padding",
                     CLASSIFIER_PAD, tokenizer.pad_token_id)
     return tokenizer.pad_token
+
+
+# Config fields that give a size or a count, by name (every family: GPT-2's n_embd, OPT's ffn_dim, Falcon's
+# num_kv_heads, ...): each that the user sets must be 1 or more.
+SIZE_FIELD = re.compile(r"n_(?!.*token).+|num_.+|.+_(size|dim|embeddings)")
+NOT_SIZES = {"chunk_size_feed_forward"}  # 0 means "not chunked"
+# The sizes every decoder has, by their generic names (attribute_map leads to a family's own, e.g. GPT-2's n_layer):
+# checked in a loaded or built config too, where a family may hold other counts that are 0 on purpose.
+MODEL_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "max_position_embeddings", "head_dim")
+PROBABILITY_FIELD = re.compile(r".*(dropout|pdrop).*")
+EPSILON_FIELD = re.compile(r".*_(eps|epsilon)")
+
+
+def check_model_shape(config, where: str, typed: dict[str, Any] | None = None, head_dim_chosen: bool = True) -> None:
+    """Sizes, layer and head counts of a model config are 1 or more, the attention heads divide the width and the
+    key/value heads divide the heads, dropout probabilities lie in [0, 1) and norm epsilons are positive: checked on
+    the config's own fields (found by name, for every family), so a bad value is one line naming it, not a model
+    without layers or a torch error about negative dimensions. ``typed``: the values the user set, under the keys as
+    typed (an error names a field as the user spelled it); with them, ``config`` is the family's default config they
+    would change, and it is checked before anything is built from them. ``head_dim_chosen``: the config's head_dim
+    was chosen on its own (a pretrained config, or one of ``typed``), not derived as width // heads."""
+    typed = typed or {}
+    aliases = getattr(config, "attribute_map", {})
+    spelled = {aliases.get(key, key): key for key in typed}  # stored field name -> the key the user typed
+    stored = config.to_dict()
+    sizes = {aliases.get(name, name): stored.get(aliases.get(name, name)) for name in MODEL_SIZES}
+    check_field_values(typed or {name: value for name, value in sizes.items() if name in stored}, where)
+
+    def field(canonical: str) -> tuple[str, Any]:
+        name = aliases.get(canonical, canonical)
+        return spelled.get(name, name), typed.get(spelled.get(name), stored.get(name))
+
+    (width_name, width), (heads_name, heads) = field("hidden_size"), field("num_attention_heads")
+    head_dim_chosen = "head_dim" in spelled or (head_dim_chosen and getattr(config, "head_dim", None) is not None)
+    if isinstance(width, int) and isinstance(heads, int) and not head_dim_chosen and width % heads:
+        raise RecipeError(f"{where}: {heads_name} ({heads}) must divide {width_name} ({width}): each attention head "
+                          "gets an equal share of the width")
+    for kv_name, kv_heads in (field("num_key_value_heads"), field("num_kv_heads")):
+        # A family's default key/value heads may be derived from its default heads: checked once the config is built.
+        derived_later = typed and kv_name not in typed
+        if isinstance(heads, int) and isinstance(kv_heads, int) and not derived_later and heads % kv_heads:
+            raise RecipeError(f"{where}: {kv_name} ({kv_heads}) must divide {heads_name} ({heads}): each key/value "
+                              f"head serves an equal group of attention heads; set {kv_name} to a divisor of it")
+
+
+def check_field_values(values: dict[str, Any], where: str) -> None:
+    """The size, count, dropout and epsilon fields among ``values`` (config field -> value), by their names."""
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, int) and SIZE_FIELD.fullmatch(field) and field not in NOT_SIZES and value < 1:
+            raise RecipeError(f"{where}: {field} must be 1 or more, got {value}")
+        if isinstance(value, float) and PROBABILITY_FIELD.fullmatch(field) and not 0 <= value < 1:
+            raise RecipeError(f"{where}: {field} is a dropout probability and must be in [0, 1), got {value}")
+        if isinstance(value, float) and EPSILON_FIELD.fullmatch(field) and not (value > 0 and math.isfinite(value)):
+            raise RecipeError(f"{where}: {field} must be a small positive number, got {value}")
 
 
 def context_length(config) -> int:
@@ -236,15 +304,24 @@ def load_model(
     return model
 
 
-def max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, requested: int | None) -> int:
+def max_length(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, requested: int | None, minimum: int = 1,
+               needs: str = "") -> int:
     """The sequence length to cut at: the request, else the model context (a tokenizer saved without
-    tokenizer_config reports a huge model_max_length, so the model config is the reliable bound)."""
+    tokenizer_config reports a huge model_max_length, so the model config is the reliable bound). Shorter than
+    ``minimum`` (``needs`` says why a record needs that many) is an error: no real text would fit."""
     limit = min(context_length(model.config), tokenizer.model_max_length)
-    if requested is None:
-        return limit
-    if requested > limit:
+    if requested is not None and requested > limit:
         raise RecipeError(f"max_seq_length {requested} is larger than the model's context of {limit} tokens")
-    return requested
+    length = limit if requested is None else requested
+    setting = f"max_seq_length {requested}" if requested is not None else f"the model's context of {limit} tokens"
+    check_room(length, minimum, setting, needs, "max_seq_length")
+    return length
+
+
+def check_room(length: int, minimum: int, setting: str, needs: str, option: str) -> None:
+    """A run whose sequences are too short for any real text could not learn: one line with the minimum."""
+    if length < minimum:
+        raise RecipeError(f"{setting} leaves no room for real text: {needs}; set {option} to at least {minimum}")
 
 
 def keep_packed_sequences_apart(model: PreTrainedModel, training_args, layout: str, switch_off: str) -> None:

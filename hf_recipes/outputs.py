@@ -35,9 +35,7 @@ def recipe_of(folder: Path) -> str | None:
 def check_output_dir(output_dir: str | os.PathLike, recipe: str, overwrite: bool) -> None:
     """Refuse, in one line, an output_dir this run must not or cannot write to. Writes nothing."""
     folder = Path(output_dir)
-    blocked = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise RecipeError(f"output_dir {folder} cannot be created: {blocked} is a file")
+    check_creatable(folder)
     existing = next(p for p in [folder, *folder.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RecipeError(f"output_dir {folder} cannot be written: permission denied on {existing}")
@@ -57,6 +55,16 @@ def check_output_dir(output_dir: str | os.PathLike, recipe: str, overwrite: bool
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise RecipeError(f"output_dir {folder} holds files no hf-recipes run wrote ({shown}); choose a new or empty "
                           "--output_dir, or pass --overwrite_output_dir true to write over them")
+
+
+def check_creatable(folder: Path) -> None:
+    """output_dir (or a folder above it) is no file and no broken symbolic link, which mkdir would fail on."""
+    for path in [folder, *folder.parents]:
+        if path.is_symlink() and not path.exists():
+            raise RecipeError(f"output_dir {folder} cannot be created: {path} is a broken symbolic link (to "
+                              f"{os.readlink(path)}); remove it or choose another --output_dir")
+        if path.exists() and not path.is_dir():
+            raise RecipeError(f"output_dir {folder} cannot be created: {path} is a file; choose another --output_dir")
 
 
 def mark_output_dir(output_dir: str | os.PathLike, recipe: str) -> None:

@@ -31,6 +31,7 @@ import yaml
 
 from hf_recipes import config as config_module
 from hf_recipes.errors import RecipeError
+from hf_recipes.outputs import check_creatable
 from hf_recipes.report import Report, format_value, is_run_measurement, markdown_table
 from hf_recipes.search_space import Objective, SearchSpace, SweepArguments  # noqa: F401 - SweepArguments re-exported
 
@@ -129,6 +130,7 @@ def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], 
               if dataclasses.is_dataclass(value)]
     base_config = command_config(config or recipe.default_config, config_module.given_values(groups, argv))
     check_parses(recipe, base_config)  # best.yaml is this plus hyperparameters: it must parse, and not only at the end
+    check_creatable(Path(user_args.training.output_dir) / SWEEP_DIR)
     output_dir = Path(user_args.training.output_dir).resolve()
     sweep_dir = output_dir / SWEEP_DIR
     clear_sweep_dir(sweep_dir, user_args.run.overwrite_output_dir)
@@ -195,8 +197,6 @@ def search(optuna, trainer, recorder: TrialRecorder, settings: SweepArguments, n
 
 def clear_sweep_dir(sweep_dir: Path, overwrite: bool) -> None:
     """Refuse to overwrite a finished sweep unless asked; remove what an earlier (or unfinished) sweep left."""
-    if sweep_dir.is_file():
-        raise RecipeError(f"{sweep_dir} is a file; choose another --output_dir")
     if (sweep_dir / BEST_CONFIG).exists() and not overwrite:
         raise RecipeError(f"{sweep_dir} already holds a sweep; pass --overwrite_output_dir true or choose another "
                           "--output_dir")

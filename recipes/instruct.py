@@ -133,6 +133,8 @@ class InstructArguments(GenerationArguments):
         check_template(self.input_template, "input_template", {"input"})
         if self.prompt_format not in PROMPT_FORMATS:
             raise RecipeError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got '{self.prompt_format}'")
+        if self.report_examples < 0:
+            raise RecipeError(f"report_examples must be 0 or more, got {self.report_examples}")
         if self.messages_column and self.prompt_format not in ("auto", "chat"):
             raise RecipeError("messages_column needs prompt_format chat or auto (the alpaca format has no conversations)")
 
@@ -259,6 +261,14 @@ def add_missing_inputs(raw, task: InstructArguments) -> DatasetDict:
     return raw
 
 
+def shortest_prompt(tokenizer, task: InstructArguments) -> int:
+    """Tokens of the prompt around an empty instruction (chat: an empty user turn and the assistant's opening)."""
+    if task.prompt_format == "chat":
+        text = generation_prompt(tokenizer, [{"role": "user", "content": ""}])
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return len(encode(tokenizer, [render_prompt("", "", task)])[0])
+
+
 def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
     """Records without an instruction or an output (a prompt or a completion; a conversation without an assistant
     answer) teach nothing (real Alpaca data has a few): drop and count them per split."""
@@ -356,7 +366,11 @@ class InstructRecipe(CausalLMRecipe):
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
         if chat:  # generation stops at the end of a turn (a pretrained config still names its own EOS)
             model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
-        limit, eos = max_length(tokenizer, model, args.data.max_seq_length), tokenizer.eos_token_id
+        prompt_tokens = shortest_prompt(tokenizer, task)
+        limit = max_length(tokenizer, model, args.data.max_seq_length, prompt_tokens + 2,
+                           f"the prompt template alone takes {prompt_tokens} tokens, and a record needs at least one more "
+                           "for its instruction and one for its response")
+        eos = tokenizer.eos_token_id
 
         def tokenize(batch):
             if chat:

@@ -21,7 +21,8 @@ from hf_recipes.config import RecipeArgs
 from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
-from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
+from hf_recipes.model import (check_room, encode, keep_packed_sequences_apart, load_model, load_tokenizer,
+                              max_length)
 from hf_recipes.kinds import CausalLMRecipe
 from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared, load_recipe_file
@@ -29,6 +30,8 @@ from hf_recipes.report import markdown_table, per_split
 
 HERE = Path(__file__).parent
 BLANK_LINE = "\n\n"
+MIN_BLOCK_SIZE = 8  # a block shorter than a line of lyrics (about 10 tokens) teaches next to nothing
+BLOCK_NEEDS = f"a block needs at least {MIN_BLOCK_SIZE} tokens, about a line of lyrics"
 
 
 @dataclass
@@ -64,9 +67,9 @@ class LyricsArguments(GenerationArguments):
         super().__post_init__()
         if not self.song_separator:
             raise RecipeError("song_separator is empty: give the text that separates songs (default: a blank line)")
-        if self.block_size is not None and self.block_size < 2:
-            raise RecipeError(f"block_size {self.block_size} leaves no token to predict: use at least 2 "
-                              "(the model context, e.g. 128 or 1024, is usual)")
+        if self.block_size is not None:
+            check_room(self.block_size, MIN_BLOCK_SIZE, f"block_size {self.block_size}",
+                       BLOCK_NEEDS + " (the model context, e.g. 128 or 1024, is usual)", "block_size")
 
 
 def title_prompt(title: str) -> str:
@@ -174,11 +177,12 @@ class LyricsRecipe(CausalLMRecipe):
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         tokenizer = load_tokenizer(args.model)
         model = load_model(args.model, AutoModelForCausalLM, tokenizer)
-        block_size = args.task.block_size or max_length(tokenizer, model, None)
-        if block_size > max_length(tokenizer, model, None):
-            raise RecipeError(
-                f"block_size {block_size} is larger than the model's context of {max_length(tokenizer, model, None)}"
-            )
+        context = max_length(tokenizer, model, None)
+        block_size = args.task.block_size or context
+        if block_size > context:
+            raise RecipeError(f"block_size {block_size} is larger than the model's context of {context}")
+        check_room(block_size, MIN_BLOCK_SIZE, f"the model's context of {context} tokens", BLOCK_NEEDS,
+                   "the model's context (n_positions)")
         if args.task.reset_position_ids:
             keep_packed_sequences_apart(model, args.training, "songs packed into blocks (reset_position_ids)",
                                         switch_off="reset_position_ids false (songs in a block then see earlier ones)")

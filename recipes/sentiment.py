@@ -11,6 +11,7 @@ Python API::
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,7 @@ from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
 HERE = Path(__file__).parent
+MIN_TEXT_TOKENS = 4  # fewer tokens of a text than this leave next to nothing to classify
 logger = logging.getLogger("hf_recipes")
 
 
@@ -42,31 +44,42 @@ class SentimentArguments:
         default=None,
         metadata={"help": "Label names in id order. Default: the sorted distinct labels of the train split."},
     )
+    normalize_labels: bool = field(
+        default=False,
+        metadata={"help": "Merge labels that differ only in case or surrounding spaces ('Positive', 'positive ', "
+                          "'POSITIVE') into one, named by its most frequent train spelling. Off: such labels are an "
+                          "error naming both spellings."},
+    )
 
 
-def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -> tuple[list[str], dict]:
+def folded(label) -> str:
+    """A label as --normalize_labels compares it: without surrounding spaces, case-folded."""
+    return str(label).strip().casefold()
+
+
+def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None, normalize: bool = False
+                ) -> tuple[list[str], dict]:
     """Label names in id order, and a map from each raw label value to its id.
 
     Labels may be strings or integers (a ClassLabel column keeps its own names). Every split is checked:
-    a missing label or one the model does not know is an error naming the split and the value.
+    a missing label or one the model does not know is an error naming the split and the value. With ``normalize``,
+    labels that differ only in case or surrounding spaces are one label, named by its most frequent train spelling.
     """
-    if explicit:
-        repeated = sorted({str(n) for n in explicit if [str(m) for m in explicit].count(str(n)) > 1})
-        if repeated:
-            raise RecipeError(f"--labels lists '{repeated[0]}' more than once; each label once, in id order")
+    check_explicit_labels(explicit)
     check_label_values(raw, column)
+    key = folded if normalize else str
     feature = raw["train"].features[column]
     if isinstance(feature, ClassLabel) and not explicit:
         names = list(feature.names)
         value_to_id = {i: i for i in range(len(names))}
     else:
-        train_values = {v for v in raw["train"][column] if v is not None}
+        train_values = [v for v in raw["train"][column] if v is not None]
         if explicit:
             names = [str(n) for n in explicit]
         elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in train_values):
-            names = [str(v) for v in sorted(train_values)]
+            names = [str(v) for v in sorted(set(train_values))]
         else:
-            names = sorted(str(v) for v in train_values)
+            names = sorted(spelling_names(train_values, key))
             numbers = [n for n in names if n.lstrip("-").isdigit()]
             if numbers and len(numbers) < len(names):
                 word = next(n for n in names if n not in numbers)
@@ -74,7 +87,10 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -
                     f"train labels mix numbers and names (e.g. '{numbers[0]}' and '{word}'); "
                     "use one kind, or list the names with --labels"
                 )
-        value_to_id = {name: i for i, name in enumerate(names)}
+        id_of = {key(name): i for i, name in enumerate(names)}
+        values = {v for dataset in raw.values() for v in dataset[column] if v is not None}
+        value_to_id = {str(v): id_of[key(v)] for v in values if key(v) in id_of}
+        value_to_id.update({name: i for i, name in enumerate(names)})
     for split, dataset in raw.items():
         values = list(dataset[column])
         missing = sum(v is None for v in values)
@@ -90,15 +106,97 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None) -
     return names, {str(k): v for k, v in value_to_id.items()}
 
 
-def check_label_values(raw: DatasetDict, column: str) -> None:
-    """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row."""
+def check_explicit_labels(explicit: Sequence[str] | None) -> None:
+    """--labels names each label once, also ignoring case and surrounding spaces."""
+    names = [str(n) for n in explicit or []]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise RecipeError(f"--labels lists '{repeated[0]}' more than once; each label once, in id order")
+    twins = next(([m, n] for i, m in enumerate(names) for n in names[i + 1:] if folded(m) == folded(n)), None)
+    if twins:
+        raise RecipeError(f"--labels lists '{twins[0]}' and '{twins[1]}', which differ only in case or surrounding "
+                          "spaces; list each label once")
+
+
+def spelling_names(values: Sequence, key) -> list[str]:
+    """One name per label: the most frequent spelling (spaces stripped when ``key`` folds) of the values that ``key``
+    makes equal; the first in sorted order breaks a tie."""
+    counts = Counter(str(v).strip() if key is folded else str(v) for v in values)
+    best: dict[str, str] = {}
+    for spelling in sorted(counts):
+        group = key(spelling)
+        if group not in best or counts[spelling] > counts[best[group]]:
+            best[group] = spelling
+    return list(best.values())
+
+
+def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | None = None,
+                       text_column: str | None = None) -> None:
+    """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row (of
+    the file, with ``sources``). With ``text_column``, rows without text are left to be dropped."""
     for split, dataset in raw.items():
         if isinstance(dataset.features[column], ClassLabel):
             continue
-        for row, value in enumerate(dataset[column], start=1):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, np.integer))):
+        for row, value in labelled_rows(dataset, column, text_column):
+            if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
+                where = f" ({sources[split]})" if sources else ""
                 raise RecipeError(f"label column '{column}' of the {split} split must hold label names or whole "
-                                  f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}")
+                                  f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}{where}")
+
+
+def labelled_rows(dataset, column: str, text_column: str | None = None, with_missing: bool = False):
+    """(row from 1, label) of the rows that have a label (and, with ``text_column``, a text to keep them; with
+    ``with_missing``, rows without a label too)."""
+    texts = dataset[text_column] if text_column else [" "] * len(dataset)
+    for row, (value, text) in enumerate(zip(dataset[column], texts), start=1):
+        if (value is not None or with_missing) and isinstance(text, str) and text.strip():
+            yield row, value
+
+
+def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, text_column: str,
+                      explicit: Sequence[str] | None, normalize: bool) -> None:
+    """The labels as the files hold them, before validation is carved from train (which shuffles): errors give the
+    row of the file. Label types; spellings that differ only in case or surrounding spaces (unless ``normalize``);
+    labels outside --labels, or (validation and test files) outside the train file's labels. Rows without text
+    are left out: they are dropped (a split left without rows is the error then)."""
+    check_explicit_labels(explicit)
+    for split, dataset in raw.items():
+        missing = [row for row, value in labelled_rows(dataset, column, text_column, with_missing=True) if value is None]
+        if missing:
+            raise RecipeError(f"{len(missing)} {split} rows have no '{column}' value (the first: row {missing[0]} of "
+                              f"{sources[split]}); label them or remove them")
+    check_label_values(raw, column, sources, text_column)
+    if any(isinstance(dataset.features[column], ClassLabel) for dataset in raw.values()):
+        return
+    first_row: dict[str, tuple[str, int]] = {}  # each spelling -> the split and row it first occurs in
+    for split, dataset in raw.items():
+        for row, value in labelled_rows(dataset, column, text_column):
+            first_row.setdefault(str(value), (split, row))
+    if not any(split == "train" for split, _ in first_row.values()):
+        return
+
+    def where(spelling: str) -> str:
+        split, row = first_row[spelling]
+        return f"row {row} of {sources[split]}"
+
+    spellings: dict[str, str] = {}
+    for spelling in first_row:
+        other = spellings.setdefault(folded(spelling), spelling)
+        if other != spelling and not normalize:
+            raise RecipeError(f"labels '{other}' ({where(other)}) and '{spelling}' ({where(spelling)}) differ only in "
+                              "case or surrounding spaces: pass --normalize_labels true to merge them into one "
+                              "label, or make them the same in the data")
+    key = folded if normalize else str
+    known = [str(n) for n in explicit] if explicit else [s for s in first_row if first_row[s][0] == "train"]
+    known_keys = {key(name) for name in known}
+    for spelling, (split, _) in first_row.items():
+        if key(spelling) not in known_keys and (explicit or split != "train"):
+            twin = next((n for n in known if folded(n) == folded(spelling)), None)
+            hint = (f"; it differs from '{twin}' only in case or surrounding spaces: pass --normalize_labels true"
+                    if twin else "")
+            shown = sorted(known_keys) if not explicit else known
+            raise RecipeError(f"label '{spelling}' in the {split} split is not a known label ({', '.join(shown)}): "
+                              f"{where(spelling)}{hint}")
 
 
 def labels_without_train_rows(raw: DatasetDict, column: str, names: list[str], value_to_id: dict) -> list[str]:
@@ -124,14 +222,17 @@ class SentimentRecipe(ClassifierRecipe):
                         "reliable labels.")
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
+        label, task = args.data.label_column, args.task
         return load_splits(args.data, args.model, args.training.seed,
-                           required_columns=(args.data.text_column, args.data.label_column),
-                           text_columns=(args.data.text_column,))
+                           required_columns=(args.data.text_column, label),
+                           text_columns=(args.data.text_column,),
+                           check_files=partial(check_file_labels, column=label, text_column=args.data.text_column,
+                                               explicit=task.labels, normalize=task.normalize_labels))
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         text, label = args.data.text_column, args.data.label_column
         dropped = drop_empty(raw, text)
-        names, value_to_id = label_names(raw, label, args.task.labels)
+        names, value_to_id = label_names(raw, label, args.task.labels, args.task.normalize_labels)
         unseen = labels_without_train_rows(raw, label, names, value_to_id)
         if unseen:
             logger.warning("No train row has the label(s) %s: the model cannot learn to predict them",
@@ -148,7 +249,8 @@ class SentimentRecipe(ClassifierRecipe):
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
-        limit = max_length(tokenizer, model, args.data.max_seq_length)
+        limit = max_length(tokenizer, model, args.data.max_seq_length, MIN_TEXT_TOKENS,
+                           f"a classifier needs at least {MIN_TEXT_TOKENS} tokens of each text to tell its label")
 
         def tokenize(batch):
             encoded = tokenizer(batch[text], truncation=True, max_length=limit)

@@ -35,6 +35,14 @@ class Case:
         return [self.verb, self.recipe, *cli_args(values)]
 
 
+def shaped(recipe: str, overrides: str, message: str, model_type: str = "gpt2") -> Case:
+    """A model built from scratch with ``--config_overrides overrides``."""
+    return Case(recipe, lambda d: {"model_type": model_type, "config_overrides": overrides}, message)
+
+
+LLAMA = "num_hidden_layers=1,hidden_size=32,num_attention_heads=4,num_key_value_heads=2,intermediate_size=64"
+
+
 class Verb:
     """A hostile command line as a whole, e.g. predict / generate on a saved run (``models`` maps recipe names to
     finished runs when ``needs_runs``)."""
@@ -140,10 +148,12 @@ CLASSES = {
         "zero epochs": Case("sentiment", lambda d: {"num_train_epochs": 0, "max_steps": -1},
                             "num_train_epochs is 0.0: the run would train nothing"),
         "negative epochs": Case("lyrics", lambda d: {"num_train_epochs": -2, "max_steps": 0}, "the run would train nothing"),
-        "block of one token": Case("lyrics", lambda d: {"block_size": 1}, "block_size 1 leaves no token to predict"),
+        "block of one token": Case("lyrics", lambda d: {"block_size": 1},
+                                   "block_size 1 leaves no room for real text"),
         "prompts longer than max_seq_length": Case(
-            "instruct", lambda d: {"max_seq_length": 8},
-            "the train split is empty after preparation; the prompts fill max_seq_length (8)"),
+            "instruct", lambda d: {"train_file": write(d, "long.json", records(instruction="Say it. " * 60)),
+                                   "max_seq_length": 96},
+            "the train split is empty after preparation; the prompts fill max_seq_length (96)"),
         "every output empty": Case("instruct", lambda d: {"train_file": write(d, "empty.json", records(output=" "))},
                                    "the train split is empty after dropping rows with empty 'output'"),
         "no conversation answered": Case("instruct", lambda d: chats()(d) | {"train_file": write(
@@ -274,9 +284,193 @@ CLASSES = {
         "negative sample limit": Case("sentiment", lambda d: {"max_train_samples": -3},
                                       "max_train_samples must be a positive"),
     },
+    # 8. Model-shape settings, from config_overrides (every family) or a model folder's config, before building.
+    "model shape": {
+        "no layers": shaped("lyrics", "n_layer=-1,n_embd=32,n_head=2,n_positions=128",
+                            "bad config_overrides 'n_layer=-1,n_embd=32,n_head=2,n_positions=128': n_layer must be 1 "
+                            "or more, got -1"),
+        "negative width": shaped("sentiment", "n_layer=1,n_embd=-64,n_head=2", "n_embd must be 1 or more, got -64"),
+        "no positions": shaped("instruct", "n_layer=1,n_embd=32,n_head=2,n_positions=0",
+                               "n_positions must be 1 or more, got 0"),
+        "heads that do not divide the width": shaped("sentiment", "n_layer=1,n_embd=30,n_head=4,n_positions=128",
+                                                     "n_head (4) must divide n_embd (30)"),
+        "a layer count by its generic name": shaped("lyrics", "num_hidden_layers=0,n_embd=32,n_head=2,n_positions=128",
+                                                    "num_hidden_layers must be 1 or more, got 0"),
+        "dropout above 1": shaped("lyrics", "n_layer=1,n_embd=32,n_head=2,n_positions=128,attn_pdrop=1.5",
+                                  "attn_pdrop is a dropout probability and must be in [0, 1), got 1.5"),
+        "llama key/value heads that do not divide the heads": shaped(
+            "lyrics", LLAMA + ",num_key_value_heads=3", "num_key_value_heads (3) must divide num_attention_heads (4)",
+            "llama"),
+        "llama without feed-forward width": shaped("sentiment", LLAMA + ",intermediate_size=0",
+                                                   "intermediate_size must be 1 or more, got 0", "llama"),
+        "mistral heads its default key/value heads do not divide": shaped(
+            "lyrics", "num_hidden_layers=1,hidden_size=32,num_attention_heads=4,intermediate_size=64",
+            "num_key_value_heads (8) must divide num_attention_heads (4)", "mistral"),
+        "qwen2 with no heads": shaped("instruct", LLAMA + ",num_attention_heads=0",
+                                      "num_attention_heads must be 1 or more, got 0", "qwen2"),
+        "gpt_neox heads that do not divide the width": shaped(
+            "lyrics", "num_hidden_layers=1,hidden_size=32,num_attention_heads=3,intermediate_size=64",
+            "num_attention_heads (3) must divide hidden_size (32)", "gpt_neox"),
+        "opt with a negative feed-forward width": shaped(
+            "sentiment", "num_hidden_layers=1,hidden_size=32,ffn_dim=-1,num_attention_heads=2",
+            "ffn_dim must be 1 or more, got -1", "opt"),
+        "phi3 without positions": shaped("sentiment", LLAMA + ",max_position_embeddings=0",
+                                         "max_position_embeddings must be 1 or more, got 0", "phi3"),
+        "a model folder whose config has no layers": Case(
+            "lyrics", lambda d: model_without_weights(d, n_layer=0), "n_layer must be 1 or more, got 0"),
+    },
+    # 9. Labels that differ only in case or surrounding spaces are one label (--normalize_labels) or an error.
+    "near-duplicate labels": {
+        "case and spaces in train": Case(
+            "sentiment", lambda d: {"train_file": write(d, "cased.json", tweets(["Positive", "negative", "positive ",
+                                                                                "POSITIVE"] * 6)), "test_file": None},
+            "labels 'Positive' (row 1 of "),
+        "test spelled unlike train": Case(
+            "sentiment", lambda d: {"train_file": write(d, "train.json", tweets(["positive", "negative"] * 10)),
+                                    "test_file": write(d, "test.json", tweets(["Negative", "positive"]))},
+            "and 'Negative' (row 1 of "),
+        "--labels spelled twice": Case("sentiment", lambda d: {"labels": ["negative", "Negative", "neutral", "positive"]},
+                                       "--labels lists 'negative' and 'Negative', which differ only in case"),
+        "--labels spelled unlike the data": Case(
+            "sentiment", lambda d: {"labels": ["Negative", "Neutral", "Positive"]},
+            "differs from 'Negative' only in case or surrounding spaces: pass --normalize_labels true"),
+        "a trailing space": Case(
+            "sentiment", lambda d: {"train_file": write(d, "space.csv", "text,sentiment\n" + "".join(
+                f"tweet {i},{'positive ' if i == 7 else ['positive', 'negative'][i % 2]}\n" for i in range(20))),
+                                    "test_file": None},
+            "and 'positive ' (row 8 of "),
+    },
+    # 10. Settings under which no real text fits: the error states the minimum.
+    "nothing fits": {
+        "classifier texts of one token": Case("sentiment", lambda d: {"max_seq_length": 1},
+                                              "max_seq_length 1 leaves no room for real text: a classifier needs at "
+                                              "least 4 tokens of each text to tell its label; set max_seq_length to at "
+                                              "least 4"),
+        "classifier texts of three tokens": Case("sentiment", lambda d: {"max_seq_length": 3},
+                                                 "set max_seq_length to at least 4"),
+        "instructions of one token": Case("instruct", lambda d: {"max_seq_length": 1},
+                                          "max_seq_length 1 leaves no room for real text: the prompt template alone "
+                                          "takes"),
+        "room for the template only": Case("instruct", lambda d: {"max_seq_length": 8},
+                                           "and a record needs at least one more for its instruction and one for its "
+                                           "response; set max_seq_length to at least"),
+        "chat turns of four tokens": Case("instruct", lambda d: chats()(d) | {"max_seq_length": 4},
+                                          "max_seq_length 4 leaves no room for real text: the prompt template alone"),
+        "lyrics blocks of two tokens": Case("lyrics", lambda d: {"block_size": 2},
+                                            "block_size 2 leaves no room for real text: a block needs at least 8 "
+                                            "tokens"),
+        "lyrics blocks of seven tokens": Case("lyrics", lambda d: {"block_size": 7}, "set block_size to at least 8"),
+    },
+    # 11. Special files are named for what they are; files without rows say so.
+    "special files": {
+        "a FIFO as train_file": Case("sentiment", lambda d: {"train_file": fifo(d, "pipe.csv")},
+                                     "is a named pipe (FIFO), not a regular file"),
+        "a symlink to /dev/zero": Case("lyrics", lambda d: {"train_file": symlink(d, "zero.txt", "/dev/zero")},
+                                       "(a symbolic link to /dev/zero) is a character device, not a regular file"),
+        "a device as validation_file": Case("sentiment", lambda d: {"validation_file": "/dev/null"},
+                                            "validation_file /dev/null is a character device"),
+        "a socket as test_file": Case("sentiment", lambda d: {"test_file": unix_socket(d, "sock.csv")},
+                                      "is a socket, not a regular file"),
+        "a FIFO as forgetting_eval_file": Case("lyrics", lambda d: {"forgetting_eval_file": fifo(d, "text.txt")},
+                                               "forgetting_eval_file"),
+        "a FIFO as --config": Case("lyrics", lambda d: {"config": fifo(d, "config.yaml")},
+                                   "config.yaml is a named pipe (FIFO), not a regular file"),
+        "a FIFO as predict --file": Verb(lambda d, m: ["predict", "sentiment", "--model_dir", m["sentiment"], "--file",
+                                                       fifo(d, "texts.txt")], "texts.txt is a named pipe (FIFO)"),
+        "a directory as test_file": Case("instruct", lambda d: {"test_file": str(d)}, "test_file is a directory"),
+        "a broken symlink": Case("instruct", lambda d: {"train_file": symlink(d, "gone.json", str(d / "nowhere"))},
+                                 "is a broken symbolic link"),
+        "a header-only CSV": Case("sentiment", lambda d: {"train_file": write(d, "header.csv", "text,sentiment\n")},
+                                  "has a header (text, sentiment) but no rows: add data rows below it"),
+        "a header-only TSV test file": Case("sentiment", lambda d: {
+            "train_file": write(d, "train.tsv", "text\tsentiment\n" + "hi\tpositive\nno\tnegative\n" * 10),
+            "test_file": write(d, "test.tsv", "text\tsentiment\n\n")}, "has a header (text, sentiment) but no rows"),
+        "an empty JSON list": Case("instruct", lambda d: {"train_file": write(d, "none.json", [])},
+                                   "holds no records: pass a file with data"),
+        "blank JSON lines": Case("instruct", lambda d: {"train_file": write(d, "blank.jsonl", "\n\n  \n")},
+                                 "holds no records"),
+        "a parquet file without rows": Case("lyrics", lambda d: {"train_file": write(
+            d, "none.parquet", pd.DataFrame({"text": pd.Series([], dtype=str)}))}, "holds columns but no rows"),
+    },
+    # 12. Library errors in our words, naming our flag, before anything is written.
+    "library errors": {
+        "negative preprocessing workers": Case("sentiment", lambda d: {"preprocessing_num_workers": -1},
+                                               "preprocessing_num_workers must be 0 or more"),
+        "negative dataloader workers": Case("lyrics", lambda d: {"dataloader_num_workers": -1},
+                                            "--dataloader_num_workers must be 0 or more"),
+        "no checkpoints kept": Case("sentiment", lambda d: {"save_total_limit": 0},
+                                    "--save_total_limit must be 1 or more (leave it unset to keep every checkpoint)"),
+        "negative logging_steps": Case("instruct", lambda d: {"logging_steps": -1},
+                                       "--logging_steps must be a positive number of steps"),
+        "negative eval_steps": Case("sentiment", lambda d: {"eval_strategy": "steps", "eval_steps": -5},
+                                    "--eval_steps must be a positive number of steps"),
+        "negative save_steps": Case("lyrics", lambda d: {"save_strategy": "steps", "save_steps": -2},
+                                    "--save_steps must be a positive number of steps"),
+        "adam_beta1 above 1": Case("sentiment", lambda d: {"adam_beta1": 1.5}, "--adam_beta1 must be in [0, 1)"),
+        "negative adam_epsilon": Case("lyrics", lambda d: {"adam_epsilon": -1}, "--adam_epsilon must be 0 or more"),
+        "label smoothing of 1": Case("sentiment", lambda d: {"label_smoothing_factor": 1.0},
+                                     "--label_smoothing_factor must be in [0, 1)"),
+        "negative seed": Case("instruct", lambda d: {"seed": -1}, "--seed must be in [0, 2**32)"),
+        "negative max_grad_norm": Case("sentiment", lambda d: {"max_grad_norm": -1},
+                                       "--max_grad_norm must be 0 or more"),
+        "an unknown tracker": Case("sentiment", lambda d: {"report_to": "tensorbored"},
+                                   "--report_to tensorbored: unknown tracker (did you mean 'tensorboard'?)"),
+        "no test split carved": Case("instruct", lambda d: {"test_split_percentage": 0},
+                                     "test_split_percentage must be between 0 and 100, got 0"),
+        "negative report_examples": Case("instruct", lambda d: {"report_examples": -1},
+                                         "report_examples must be 0 or more, got -1"),
+        "output_dir a broken symlink": Case("lyrics", lambda d: {"output_dir": symlink(d, "out", str(d / "gone"))},
+                                            "is a broken symbolic link (to "),
+        "sweep into an output_dir that is a file": Case(
+            "sentiment", lambda d: {"output_dir": write(d, "results.txt", "mine"), "n_trials": 1},
+            "results.txt is a file; choose another --output_dir", verb="sweep"),
+        "sweep into a broken symlink": Case(
+            "lyrics", lambda d: {"output_dir": symlink(d, "sweeps", str(d / "gone")), "n_trials": 1},
+            "is a broken symbolic link", verb="sweep"),
+    },
+    # 13. Label errors give the row of the user's file, also when validation is carved from it (which shuffles).
+    "rows of the file": {
+        "a float label": Case("sentiment", lambda d: {"train_file": write(d, "float.json", tweets(
+            ["a", "b"] * 8 + [0.5] + ["a"] * 5)), "test_file": None}, "but row 17 holds float 0.5"),
+        "a label outside --labels": Case("sentiment", lambda d: {"train_file": write(d, "odd.json", tweets(
+            ["a", "b"] * 11 + ["c"])), "test_file": None, "labels": ["a", "b"]},
+            "label 'c' in the train split is not a known label (a, b): row 23 of "),
+        "after rows with empty texts": Case("sentiment", lambda d: {"train_file": write(d, "gaps.json", tweets(
+            ["a", "b"] * 10 + ["B"], [""] * 5 + [f"t{i}" for i in range(16)])), "test_file": None},
+            "and 'B' (row 21 of "),
+        "a row without a label": Case("sentiment", lambda d: {"train_file": write(d, "gap.json", tweets(
+            ["a", "b"] * 9 + [None] + ["a"])), "test_file": None}, "1 train rows have no 'sentiment' value (the first: "
+                                                                    "row 19 of "),
+        "an unknown label in the test file": Case("sentiment", lambda d: {"test_file": write(
+            d, "t.csv", "text,sentiment\na,positive\nb,negative\nc,sarcastic\n")},
+            "label 'sarcastic' in the test split is not a known label (negative, neutral, positive): row 3 of "),
+    },
 }
-def model_without_weights(folder: Path) -> dict:
-    write(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128})
+
+def fifo(folder: Path, name: str) -> str:
+    import os
+
+    os.mkfifo(folder / name)
+    return str(folder / name)
+
+
+def symlink(folder: Path, name: str, target: str) -> str:
+    (folder / name).symlink_to(target)
+    return str(folder / name)
+
+
+def unix_socket(folder: Path, name: str) -> str:
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / name))
+    server.close()  # the socket file stays
+    return str(folder / name)
+
+
+def model_without_weights(folder: Path, **config) -> dict:
+    write(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
+                                  **config})
     return {"model_name_or_path": str(folder), "model_type": None, "config_overrides": None}
 
 
@@ -322,38 +516,40 @@ def assert_one_error_line(code, err, message):
     assert "Traceback" not in err
 
 
-def members(cls: str):
-    return pytest.mark.parametrize("case", list(CLASSES[cls]))
+def refused_by_class(cls: str):
+    """The test of one class: every member refused (see :func:`assert_refused`)."""
+    @pytest.mark.parametrize("case", list(CLASSES[cls]))
+    def test(case, tmp_path, capsys, request):
+        assert_refused(CLASSES[cls][case], case, tmp_path, capsys, request)
+    return test
 
 
-@members("checked before writing")
-def test_settings_are_checked_before_anything_is_written(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["checked before writing"][case], case, tmp_path, capsys, request)
+# One test per class, each member a case of it.
+globals().update({name: refused_by_class(cls) for name, cls in {
+    "test_settings_are_checked_before_anything_is_written": "checked before writing",
+    "test_runs_that_cannot_learn_are_errors": "cannot learn",
+    "test_column_types_are_checked_naming_column_split_and_row": "column types",
+    "test_labels_are_validated": "labels",
+    "test_verbs_check_the_kind_of_run_they_are_given": "run kind",
+    "test_paths_shapes_and_library_errors_are_one_line": "paths and shapes",
+    "test_model_shape_settings_are_checked_for_every_family": "model shape",
+    "test_labels_that_differ_only_in_case_or_spaces_are_named": "near-duplicate labels",
+    "test_lengths_that_leave_no_room_for_real_text_state_the_minimum": "nothing fits",
+    "test_special_files_are_named_for_what_they_are": "special files",
+    "test_library_errors_are_told_in_our_words_naming_our_flag": "library errors",
+    "test_label_errors_give_the_row_of_the_users_file": "rows of the file",
+}.items()})
 
 
-@members("cannot learn")
-def test_runs_that_cannot_learn_are_errors(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["cannot learn"][case], case, tmp_path, capsys, request)
-
-
-@members("column types")
-def test_column_types_are_checked_naming_column_split_and_row(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["column types"][case], case, tmp_path, capsys, request)
-
-
-@members("labels")
-def test_labels_are_validated(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["labels"][case], case, tmp_path, capsys, request)
-
-
-@members("run kind")
-def test_verbs_check_the_kind_of_run_they_are_given(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["run kind"][case], case, tmp_path, capsys, request)
-
-
-@members("paths and shapes")
-def test_paths_shapes_and_library_errors_are_one_line(case, tmp_path, capsys, request):
-    assert_refused(CLASSES["paths and shapes"][case], case, tmp_path, capsys, request)
+def test_normalize_labels_merges_what_the_error_names(tmp_path, capsys):
+    cased = write(tmp_path, "cased.json", tweets(["positive", "negative", "positive ", "POSITIVE", "Negative",
+                                                                 "negative"] * 6))
+    run = {**tiny(tmp_path / "run"), **BASE["sentiment"], "train_file": cased, "test_file": None, "max_steps": 1}
+    assert_one_error_line(cli.main(["train", "sentiment", *cli_args(run)]), capsys.readouterr().err,
+                          "pass --normalize_labels true to merge them")
+    assert cli.main(["train", "sentiment", *cli_args({**run, "normalize_labels": True})]) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["id2label"] == {"0": "negative", "1": "positive"}  # each under its most frequent spelling
 
 
 def assert_refused(hostile, case: str, tmp_path: Path, capsys, request) -> None:
@@ -427,8 +623,11 @@ def test_debug_shows_the_traceback(tmp_path):
         cli.main(["--debug", "train", "lyrics", *cli_args({**tiny(tmp_path / "run"), "train_file": "/nope.txt"})])
 
 
-def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(tmp_path):
-    """SIGTERM (a scheduler's kill, `kill PID`) ends a run the way Ctrl-C does."""
+@pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT"), ("SIGINT", "SIGTERM")],
+                         ids=["kill", "Ctrl-C twice", "kill then Ctrl-C", "Ctrl-C then kill"])
+def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(signals, tmp_path):
+    """SIGTERM (a scheduler's kill, `kill PID`) ends a run the way Ctrl-C does; a second one, sent while the process
+    ends (after its error line), still ends it with exit code 2, not the shell's 130."""
     import os
     import signal
     import subprocess
@@ -445,7 +644,13 @@ def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(tmp_path):
         lines.append(line)
         if "'loss'" in line:
             break
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, signals[0]))
+    for line in process.stdout:  # wait until it has said why it stops
+        lines.append(line)
+        if line.startswith("error:"):
+            break
+    for name in signals[1:]:
+        process.send_signal(getattr(signal, name))
     lines += process.stdout.readlines()
     assert process.wait(timeout=120) == 2, "".join(lines)
     errors = [line for line in lines if line.startswith("error:")]

@@ -76,6 +76,28 @@ def test_unknown_label_is_named():
         label_names(raw, "label", None)
 
 
+def test_normalize_labels_merges_spellings_under_the_most_frequent_one():
+    raw = DatasetDict({"train": Dataset.from_dict({"label": ["Positive", "positive ", "POSITIVE", "positive", "neg"]}),
+                       "test": Dataset.from_dict({"label": [" NEG", "Positive"]})})
+    names, value_to_id = label_names(raw, "label", None, normalize=True)
+    assert names == ["neg", "positive"]  # "positive" twice (one with a trailing space), every other spelling once
+    assert value_to_id == {"Positive": 1, "positive ": 1, "POSITIVE": 1, "positive": 1, "neg": 0, " NEG": 0}
+    assert label_names(raw, "label", ["Positive", "Neg"], normalize=True)[1]["positive "] == 0
+
+
+def test_a_run_with_normalize_labels_trains_one_class_per_label(overrides, tmp_path):
+    spell = [str.upper, str.title, lambda label: label + " ", lambda label: label + " "]
+    cased = [{**row, "sentiment": spell[i // 3 % 4](row["sentiment"])} for i, row in enumerate(tweets(60))]
+    pd.DataFrame(cased).to_csv(tmp_path / "cased.csv", index=False)
+    _, prepared = sentiment.build_trainer(**{**overrides, "train_file": str(tmp_path / "cased.csv"),
+                                             "normalize_labels": True, "max_steps": 1})
+    assert prepared.label_names == ["negative", "neutral", "positive"]  # "negative " etc. win over their cased twins
+    labels = {split: list(data["labels"]) for split, data in prepared.datasets.items()}
+    expected = {split: [prepared.label_names.index(v.strip().lower()) for v in raw["sentiment"]]
+                for split, raw in prepared.raw.items()}
+    assert labels == expected
+
+
 def test_missing_label_is_an_error():
     raw = DatasetDict({"train": Dataset.from_dict({"label": ["pos", None, "neg"]})})
     with pytest.raises(RecipeError, match="1 train rows have no 'label' value"):
@@ -219,7 +241,8 @@ def test_cli_unknown_test_label_writes_nothing(overrides, tmp_path, capsys):
     code = cli.main(["train", "sentiment", *cli_args({**overrides, "test_file": str(tmp_path / "odd.csv")})])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: label 'sarcastic' in the test split is not a known label (negative, neutral, positive)"
+        "error: label 'sarcastic' in the test split is not a known label (negative, neutral, positive): "
+        f"row 1 of {tmp_path / 'odd.csv'}"
     )
     assert not Path(overrides["output_dir"]).exists()
 
