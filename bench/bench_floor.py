@@ -6,7 +6,7 @@
     .venv/bin/python bench/bench_floor.py --whole_epoch               # every recipe for --steps, no epoch
     .venv/bin/python bench/bench_floor.py --recipe lyrics --batch_size 16 --fused_lm_loss false  # transformers' loss
 
-The model is the demo profile (recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
+The model is the demo profile (hf_recipes/recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
 Both sides run the same first batches of the recipe's train dataloader (sequential order), the same initial
 weights, AdamW with the recipe's lr, weight decay groups, schedule and gradient clipping. Each side runs 2 untimed
 warm-up steps, then --steps timed ones (--whole_epoch recipes: the rest of an epoch). Prints seconds per step, real

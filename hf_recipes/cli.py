@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, add_help=False, **kwargs)
         command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
         command.add_argument("-h", "--help", action="store_true", help="show this help with every flag of RECIPE")
-        command.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+        command.add_argument("--config", help="YAML file (default: the recipe's own hf_recipes/recipes/<recipe>.yaml)")
         return command
 
     train = add_recipe_command("train", help="train a recipe (YAML config, flags override it)",
