@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from importlib.resources import files
 
 from hf_recipes.errors import RecipeError, did_you_mean
 
-INDEX = Path(__file__).with_name("flag_index.json")
+INDEX = files("hf_recipes") / "flag_index.json"
 HELP_WIDTH = 100  # help is wrapped to this width, live and indexed alike
 
 

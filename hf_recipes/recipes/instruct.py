@@ -21,6 +21,7 @@ import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +44,7 @@ from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split
 
-HERE = Path(__file__).parent
+HERE = files(__package__)
 logger = logging.getLogger("hf_recipes")
 
 # The Alpaca prompt as in "Build a Large Language Model (From Scratch)", chapter 7. The response follows it.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +33,7 @@ from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
-HERE = Path(__file__).parent
+HERE = files(__package__)
 logger = logging.getLogger("hf_recipes")
 
 
