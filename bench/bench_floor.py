@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import DATA, GPT2_FILES, REPO, require_data, reset_peak_rss, rss_mib, timing_overrides
+from common import DATA, GPT2_FILES, require_data, reset_peak_rss, rss_mib, timing_overrides
 from transformers import TrainerCallback, get_scheduler
 
 from hf_recipes.fused_loss import fused_loss_sum
@@ -118,7 +118,7 @@ def main() -> None:
 
 def compare(name: str, args: argparse.Namespace) -> None:
     recipe, data = RECIPES[name]
-    demo = REPO / "recipes" / "demo" / f"{name}.yaml"
+    demo = recipe.demo_config
     steps, epoch = args.steps, name in args.whole_epoch
     total = WARMUP + steps
     length = {"num_train_epochs": 1, "max_steps": -1} if epoch else {"max_steps": total}
