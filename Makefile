@@ -13,7 +13,7 @@ TITLE  ?=
 MODEL  ?=
 BENCH  ?= sentiment
 
-.PHONY: install demo test sentiment lyrics instruct bench clean
+.PHONY: install demo test wheel-check sentiment lyrics instruct bench clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest $(ARGS)
+
+# The wheel as users install it: built from a clean copy of the tree, installed alone into a fresh venv (its
+# dependencies are this venv's), every recipe's demo run from an empty folder, offline.
+wheel-check: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest tests/test_wheel.py $(ARGS)
 
 sentiment: $(STAMP)
 	$(BIN)/hf-recipes train sentiment $(ARGS)

@@ -15,7 +15,7 @@ import argparse
 import time
 
 import torch
-from common import DATA, REPO, require_data, reset_peak_rss, rss_mib, timing_overrides
+from common import DATA, require_data, reset_peak_rss, rss_mib, timing_overrides
 
 from hf_recipes.recipes import lyrics
 
@@ -31,8 +31,7 @@ def main() -> None:
     overrides.pop("config_overrides")  # the demo profile's model
     print(f"{'loss':<34}{'s':>8}{'blocks/s':>10}{'peak RSS MiB':>14}{'eval loss':>14}")
     for fused in (True, False):
-        trainer, prepared = lyrics.build_trainer(REPO / "recipes" / "demo" / "lyrics.yaml", **overrides,
-                                                 fused_lm_loss=fused)
+        trainer, prepared = lyrics.build_trainer(lyrics.demo_config, **overrides, fused_lm_loss=fused)
         blocks = len(prepared.datasets["validation"])
         reset_peak_rss()
         best = float("inf")

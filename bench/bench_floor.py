@@ -6,7 +6,7 @@
     .venv/bin/python bench/bench_floor.py --whole_epoch               # every recipe for --steps, no epoch
     .venv/bin/python bench/bench_floor.py --recipe lyrics --batch_size 16 --fused_lm_loss false  # transformers' loss
 
-The model is the demo profile (recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
+The model is the demo profile (hf_recipes/recipes/demo/<recipe>.yaml: tiny GPT-2) on the real data in ../shared/data, fp32.
 Both sides run the same first batches of the recipe's train dataloader (sequential order), the same initial
 weights, AdamW with the recipe's lr, weight decay groups, schedule and gradient clipping. Each side runs 2 untimed
 warm-up steps, then --steps timed ones (--whole_epoch recipes: the rest of an epoch). Prints seconds per step, real
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from common import DATA, GPT2_FILES, REPO, require_data, reset_peak_rss, rss_mib, timing_overrides
+from common import DATA, GPT2_FILES, require_data, reset_peak_rss, rss_mib, timing_overrides
 from transformers import TrainerCallback, get_scheduler
 
 from hf_recipes.fused_loss import fused_loss_sum
@@ -118,7 +118,7 @@ def main() -> None:
 
 def compare(name: str, args: argparse.Namespace) -> None:
     recipe, data = RECIPES[name]
-    demo = REPO / "recipes" / "demo" / f"{name}.yaml"
+    demo = recipe.demo_config
     steps, epoch = args.steps, name in args.whole_epoch
     total = WARMUP + steps
     length = {"num_train_epochs": 1, "max_steps": -1} if epoch else {"max_steps": total}

@@ -119,7 +119,7 @@ def per_step(trainer) -> int:
 
 
 def part_instruct(args) -> None:
-    # recipes/instruct.yaml's settings are the book's: 2 epochs of batch 8, lr 5e-5
+    # hf_recipes/recipes/instruct.yaml's settings are the book's: 2 epochs of batch 8, lr 5e-5
     settings = model_settings(args, train_file=str(DATA / "instructions" / "instruction-data.json"),
                               max_train_samples=args.instruct_records)
     trainer, prepared = instruct.build_trainer(**settings)
@@ -132,7 +132,7 @@ def part_instruct(args) -> None:
 
 
 def part_sentiment(args) -> None:
-    # recipes/sentiment.yaml's batch (8 x accumulation 4), lr and length grouping; one epoch instead of 3
+    # hf_recipes/recipes/sentiment.yaml's batch (8 x accumulation 4), lr and length grouping; one epoch instead of 3
     settings = model_settings(args, train_file=str(DATA / "tweet_sentiment" / "train.csv"), test_file=None,
                               label_column="sentiment", num_train_epochs=1, max_train_samples=args.sentiment_rows)
     trainer, prepared = sentiment.build_trainer(**settings)

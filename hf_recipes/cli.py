@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="show this help with the flags of RECIPE and the values in effect")
         command.add_argument("--help-all", action="store_true",
                              help="the same with every flag (all TrainingArguments) and its full help")
-        command.add_argument("--config", help="YAML file (default: the recipe's own recipes/<recipe>.yaml)")
+        command.add_argument("--config", help="YAML file (default: the recipe's own hf_recipes/recipes/<recipe>.yaml)")
         return command
 
     train = add_recipe_command("train", help="train a recipe (YAML config, flags override it)",

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
+from importlib.resources import files
 from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2TokenizerFast
 
 EOS = "<|endoftext|>"
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = files("hf_recipes") / "samples"
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, model_max_length: int = 1024) -> GPT2TokenizerFast:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from importlib.resources import files
 
 from hf_recipes.aliases import ALIASES, suggest
 from hf_recipes.errors import RecipeError
 
-INDEX = Path(__file__).with_name("flag_index.json")
+INDEX = files("hf_recipes") / "flag_index.json"
 
 
 def build() -> dict:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import math
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
@@ -25,7 +26,7 @@ from hf_recipes.model import ensure_hub_reachable, hub_is_offline
 
 logger = logging.getLogger("hf_recipes")
 
-METRIC_MODULES = Path(__file__).parent / "metric_modules"
+METRIC_MODULES = files("hf_recipes") / "metric_modules"
 # Keys a run writes beside the metrics' own (eval_loss, eval_perplexity, eval_runtime, ...): an added metric never
 # takes them.
 RUN_KEYS = frozenset({"loss", "perplexity", "runtime", "samples_per_second", "steps_per_second", "epoch"})

@@ -9,7 +9,7 @@ runs as is.
 Python API::
 
     from hf_recipes.sweep import sweep
-    result = sweep("sentiment", "recipes/demo/sentiment.yaml", ["--max_train_samples", "256"], n_trials=8)
+    result = sweep("sentiment", "hf_recipes/recipes/demo/sentiment.yaml", ["--max_train_samples", "256"], n_trials=8)
     result.best_params, result.best_objective, result.best_config
 """
 

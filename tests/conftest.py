@@ -3,6 +3,7 @@
 import ipaddress
 import os
 import socket
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "hf_recipes" / "samples"
+SAMPLES = files("hf_recipes") / "samples"
 SHARED_DATA = REPO.parent / "shared" / "data"
 TOKENIZER_DIR = SAMPLES / "tokenizer"
 

@@ -149,15 +149,13 @@ def test_train_and_sweep_without_a_recipe_or_trials_are_one_line_errors(capsys):
 
 @pytest.mark.parametrize("argv", [["train", "sentiment", "--help"], ["sweep", "lyrics", "--help"],
                                   ["train", "instruct", "--learning_rat", "1e-4", "--output_dir", "x"]])
-def test_recipe_help_and_flag_errors_come_from_the_index_without_deep_learning_imports(argv, capsys):
+def test_recipe_help_and_flag_errors_come_from_the_index_without_deep_learning_imports(argv, capsys, monkeypatch,
+                                                                                       tmp_path):
     fresh = run_fresh(*argv)
     assert fresh.stdout.splitlines()[-1] == "heavy imports: none", fresh.stderr
-    index = flag_index.INDEX
-    try:  # the same command with the index out of the way: the full parser answers, identically
-        index.rename(index.with_suffix(".off"))
-        slow = cli.main(argv)
-    finally:
-        index.with_suffix(".off").rename(index)
+    # The same command with no index to read: the full parser answers, identically.
+    monkeypatch.setattr(flag_index, "INDEX", tmp_path / "flag_index.json")
+    slow = cli.main(argv)
     captured = capsys.readouterr()
     assert fresh.returncode == slow
     assert "\n".join(fresh.stdout.splitlines()[:-1]).rstrip("\n") == captured.out.rstrip("\n")

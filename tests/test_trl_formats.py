@@ -151,7 +151,7 @@ def test_a_plain_run_is_prompted_as_given_by_its_report_generate_the_cli_and_pyt
 def test_real_records_train_in_every_format_with_trl_option_names(layout, trl_flags, tmp_path, tiny, caplog):
     records = json.loads((SHARED_DATA / "instructions" / "instruction-data.json").read_text())[:48]
     train_file = write_jsonl(tmp_path / "records.jsonl", to_format(records, layout))
-    argv = ["train", "instruct", "--config", str(SAMPLES.parent.parent / "recipes" / "demo" / "instruct.yaml"),
+    argv = ["train", "instruct", "--config", str(instruct.RECIPE.demo_config),
             *cli_args({**tiny, "train_file": train_file}), *trl_flags]
     with caplog.at_level(logging.INFO, logger="hf_recipes"):
         assert cli.main(argv) == 0

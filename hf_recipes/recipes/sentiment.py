@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +34,7 @@ from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
-HERE = Path(__file__).parent
+HERE = files(__package__)
 MIN_TEXT_TOKENS = 4  # fewer tokens of a text than this leave next to nothing to classify
 logger = logging.getLogger("hf_recipes")
 

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.resources import files
 from pathlib import Path
 from typing import Sequence
 
@@ -44,7 +45,7 @@ from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split
 
-HERE = Path(__file__).parent
+HERE = files(__package__)
 logger = logging.getLogger("hf_recipes")
 
 # The Alpaca prompt as in "Build a Large Language Model (From Scratch)", chapter 7. The response follows it.

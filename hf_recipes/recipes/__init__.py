@@ -1,7 +1,7 @@
 """The recipes: one module per task, its YAML config beside it and a demo config in ``demo/``.
 
-Installed, this folder is the package ``hf_recipes.recipes`` (``from hf_recipes.recipes import sentiment``), so it
-cannot collide with another project's ``recipes``. Recipes register in the entry-point group
+They are the package ``hf_recipes.recipes`` (``from hf_recipes.recipes import sentiment``), so they cannot
+collide with another project's ``recipes``. Recipes register in the entry-point group
 ``hf_recipes.recipes`` (``NAME = "module:RECIPE"``): a recipe in another package shows in ``hf-recipes list`` and
 runs with ``hf-recipes train NAME`` with no edit here; its configs sit beside its module (``NAME.yaml``,
 ``demo/NAME.yaml``). Listing reads no recipe module, so it stays quick.

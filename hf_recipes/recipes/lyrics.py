@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -28,7 +29,7 @@ from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared, load_recipe_file
 from hf_recipes.report import markdown_table, per_split
 
-HERE = Path(__file__).parent
+HERE = files(__package__)
 BLANK_LINE = "\n\n"
 MIN_BLOCK_SIZE = 8  # a block shorter than a line of lyrics (about 10 tokens) teaches next to nothing
 BLOCK_NEEDS = f"a block needs at least {MIN_BLOCK_SIZE} tokens, about a line of lyrics"
