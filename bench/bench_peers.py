@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, GPT2_FILES, REPO, machine_line, require_data
+from common import DATA, GPT2_FILES, REPO, machine_line, require_data, step_clock
 
 RECIPES = ("sentiment", "lyrics", "instruct")
 CONTENDERS = ("recipe", "example", "trl", "trl-packed", "trl-no-ckpt")
@@ -100,19 +100,6 @@ class Counted:
         mask = batch.get("attention_mask")
         self.tokens.append(int(mask.sum()) if mask is not None else int(batch["input_ids"].numel()))
         return batch
-
-
-def step_clock():
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-
-    return StepClock()
 
 
 def shared_arguments(spec: dict) -> dict:

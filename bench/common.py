@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,3 +65,17 @@ def machine_line() -> str:
     bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags] or ["none"]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{model}; bf16 flags: {' '.join(bf16)}; {os.cpu_count()} CPUs; load average {load}"
+
+
+def step_clock():
+    """A Trainer callback that records when each optimizer step ends (its ``ends``)."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
