@@ -414,3 +414,72 @@ def test_reusing_the_demonstrations_prefix_gives_the_same_scores(tokenizer):
         reused = baselines.label_log_likelihoods(model, tokenizer, prompts, words, batch_size=2)
         fresh = baselines.label_log_likelihoods(model, tokenizer, prompts, words, batch_size=2, reuse_prefix=False)
         assert reused == pytest.approx(fresh, abs=1e-4)
+
+
+# ---- bounded classification checks --------------------------------------------------------------------------
+def baselines_run(train_rows, test_rows, seed=7):
+    """The classification-baselines check's inputs for a run, with the fine-tuned model predicting class 0."""
+    from datasets import Dataset, DatasetDict
+    from transformers.trainer_utils import PredictionOutput
+
+    from hf_recipes.checks import RunState
+
+    raw = DatasetDict({split: Dataset.from_dict({"text": [t for t, _ in rows]})
+                       for split, rows in (("train", train_rows), ("test", test_rows))})
+    datasets = DatasetDict({split: Dataset.from_dict({"labels": [label for _, label in rows]})
+                            for split, rows in (("train", train_rows), ("test", test_rows))})
+    prepared = SimpleNamespace(label_names=["neg", "pos"], raw=raw, datasets=datasets)
+    args = SimpleNamespace(data=SimpleNamespace(text_column="text"), training=SimpleNamespace(seed=seed),
+                           checks=SimpleNamespace(few_shot_k=None))
+    logits = np.tile([1.0, 0.0], (len(test_rows), 1))
+    return RunState(None, args, None, prepared, scored=PredictionOutput(logits, None, {}))
+
+
+WORDS = {0: ["awful", "bad", "sad", "hate"], 1: ["great", "good", "happy", "love"]}
+
+
+def labelled_texts(rows, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, rows)
+    return [(f"{rng.choice(WORDS[label])} day {i}", int(label)) for i, label in enumerate(labels)]
+
+
+def test_tfidf_baseline_is_fit_on_every_train_row_up_to_its_cap_and_on_a_stated_sample_beyond(monkeypatch):
+    train, test = labelled_texts(40, 0), labelled_texts(12, 1)
+    test_texts, y_true = [t for t, _ in test], np.array([label for _, label in test])
+
+    def direct_accuracy(rows):
+        predicted = baselines.tfidf_logistic_regression_predictions(
+            [t for t, _ in rows], [label for _, label in rows], test_texts, seed=7)
+        return accuracy_score(y_true, predicted)
+
+    run = baselines_run(train, test)
+    baselines.ClassificationBaselines().after_training(run)
+    rows = {row["model"]: row for row in run.found["baselines"]["rows"]}
+    assert run.found["baselines"]["tfidf_train_rows"] == 40
+    assert rows["TF-IDF + logistic regression"]["accuracy"] == pytest.approx(direct_accuracy(train))
+    assert "random sample" not in run.checks.markdown()
+
+    monkeypatch.setattr(baselines, "TFIDF_MAX_TRAIN_ROWS", 25)
+    sample = baselines.baseline_train_rows(40, 7, 25)
+    assert len(sample) == 25 and len(set(sample)) == 25 and list(sample) == sorted(sample) and sample.max() < 40
+    assert np.array_equal(sample, baselines.baseline_train_rows(40, 7, 25))  # seeded: the same rows each run
+    assert baselines.baseline_train_rows(25, 7, 25) is None
+    run = baselines_run(train, test)
+    baselines.ClassificationBaselines().after_training(run)
+    rows = {row["model"]: row for row in run.found["baselines"]["rows"]}
+    assert run.found["baselines"]["tfidf_train_rows"] == 25
+    assert rows["TF-IDF + logistic regression"]["accuracy"] == pytest.approx(direct_accuracy([train[i] for i in sample]))
+    counts = Counter(label for _, label in train)  # the majority class still counts every train row
+    majority = min(label for label, n in counts.items() if n == max(counts.values()))
+    assert rows["majority class (from train)"]["accuracy"] == pytest.approx(np.mean(y_true == majority))
+    assert "fit on a random sample of 25 of the 40 train rows (seed 7; at most 25)" in run.checks.markdown()
+
+
+def test_label_balance_counts_each_class_of_each_split():
+    from hf_recipes.checks import label_balance_table
+
+    table = label_balance_table({"train": np.array([0, 2, 2, 2]), "test": [1, 1]}, ["neg", "neu", "pos"])
+    assert "| neg | 1 (25.0%) | 0 (0.0%) |" in table
+    assert "| neu | 0 (0.0%) | 2 (100.0%) |" in table
+    assert "| pos | 3 (75.0%) | 0 (0.0%) |" in table
