@@ -483,3 +483,39 @@ def test_label_balance_counts_each_class_of_each_split():
     assert "| neg | 1 (25.0%) | 0 (0.0%) |" in table
     assert "| neu | 0 (0.0%) | 2 (100.0%) |" in table
     assert "| pos | 3 (75.0%) | 0 (0.0%) |" in table
+
+
+def test_forgetting_tokenizes_a_prefix_of_a_long_file_and_finds_the_same_tokens(tokenizer, monkeypatch):
+    from hf_recipes import forgetting
+
+    rng = np.random.default_rng(0)
+    words = ["river", "song", "  morning", "sun,", "darling\t", "42", "O'er", "—"]
+    lines = [" ".join(rng.choice(words, size=rng.integers(1, 12))) + ("  " if i % 3 else "") for i in range(3000)]
+    text = "\n".join(lines) + "\n\n   \n"
+    whole = tokenizer(text)["input_ids"]
+    calls = []
+    monkeypatch.setattr(forgetting, "CUT_MARGIN_TOKENS", 8)
+
+    def counting(texts, **kwargs):  # the tokenizer, recording how much text it was given
+        calls.append(len(texts))
+        return tokenizer(texts, **kwargs)
+
+    for count in (1, 50, 333, 2000):
+        calls.clear()
+        ids, truncated = forgetting.leading_tokens(counting, text, count)
+        assert ids == whole[:count] and truncated
+        assert max(calls) < len(text) / 2  # a prefix, not the whole file
+    calls.clear()
+    assert forgetting.leading_tokens(counting, text, len(whole)) == (whole, False)
+    assert forgetting.leading_tokens(counting, text, len(whole) - 1) == (whole[:-1], True)
+    assert forgetting.leading_tokens(counting, "no line break " * 400, 10) == (
+        tokenizer("no line break " * 400)["input_ids"][:10], True)
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=16)).eval()
+    result = text_perplexity(model, tokenizer, text, max_tokens=40)
+    blocks = [whole[:16], whole[16:32], whole[32:40]]
+    with torch.no_grad():
+        losses = [model(input_ids=torch.tensor([b]), labels=torch.tensor([b])).loss.item() * (len(b) - 1) for b in blocks]
+    assert result.tokens == 40 and result.truncated
+    assert result.loss == pytest.approx(sum(losses) / 37, rel=1e-5)
