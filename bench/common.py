@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,3 +52,30 @@ def rss_mib(field: str = "VmHWM") -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_line() -> str:
+    """CPU model, bf16 instruction flags and load average: timings on a shared machine mean little without them."""
+    model, flags = "unknown CPU", set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name") and model == "unknown CPU":
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+            flags = set(line.split(":", 1)[1].split())
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags] or ["none"]
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{model}; bf16 flags: {' '.join(bf16)}; {os.cpu_count()} CPUs; load average {load}"
+
+
+def step_clock():
+    """A Trainer callback that records when each optimizer step ends (its ``ends``)."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    return StepClock()

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
+import numpy as np
+
 from hf_recipes.errors import RecipeError
 from hf_recipes.report import Report, markdown_table
 
@@ -345,12 +347,14 @@ def fit_verdict(
 # ---- classification data -----------------------------------------------------------------------------------
 def label_balance_table(labels_by_split: dict[str, Sequence[int]], label_names: Sequence[str]) -> str:
     """Rows per class per split, with each class's share of its split."""
-    counts = {split: Counter(labels) for split, labels in labels_by_split.items()}
+    # One O(n) pass per split in numpy (no Python object per row): a label id's count is its bincount entry.
+    counts = {split: np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(label_names))
+              for split, labels in labels_by_split.items()}
     rows = []
     for i, name in enumerate(label_names):
         row: dict[str, Any] = {"label": name}
         for split, counter in counts.items():
-            total = sum(counter.values())
+            total = int(counter.sum())
             row[split] = f"{counter[i]} ({counter[i] / total:.1%})" if total else "0"
         rows.append(row)
     return markdown_table(rows)

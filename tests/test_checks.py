@@ -425,3 +425,108 @@ def test_reusing_the_demonstrations_prefix_gives_the_same_scores(tokenizer):
         reused = baselines.label_log_likelihoods(model, tokenizer, prompts, words, batch_size=2)
         fresh = baselines.label_log_likelihoods(model, tokenizer, prompts, words, batch_size=2, reuse_prefix=False)
         assert reused == pytest.approx(fresh, abs=1e-4)
+
+
+# ---- bounded classification checks --------------------------------------------------------------------------
+def baselines_run(train_rows, test_rows, seed=7):
+    """The classification-baselines check's inputs for a run, with the fine-tuned model predicting class 0."""
+    from datasets import Dataset, DatasetDict
+    from transformers.trainer_utils import PredictionOutput
+
+    from hf_recipes.checks import RunState
+
+    raw = DatasetDict({split: Dataset.from_dict({"text": [t for t, _ in rows]})
+                       for split, rows in (("train", train_rows), ("test", test_rows))})
+    datasets = DatasetDict({split: Dataset.from_dict({"labels": [label for _, label in rows]})
+                            for split, rows in (("train", train_rows), ("test", test_rows))})
+    prepared = SimpleNamespace(label_names=["neg", "pos"], raw=raw, datasets=datasets)
+    args = SimpleNamespace(data=SimpleNamespace(text_column="text"), training=SimpleNamespace(seed=seed),
+                           checks=SimpleNamespace(few_shot_k=None))
+    logits = np.tile([1.0, 0.0], (len(test_rows), 1))
+    return RunState(None, args, None, prepared, scored=PredictionOutput(logits, None, {}))
+
+
+WORDS = {0: ["awful", "bad", "sad", "hate"], 1: ["great", "good", "happy", "love"]}
+
+
+def labelled_texts(rows, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, rows)
+    return [(f"{rng.choice(WORDS[label])} day {i}", int(label)) for i, label in enumerate(labels)]
+
+
+def test_tfidf_baseline_is_fit_on_every_train_row_up_to_its_cap_and_on_a_stated_sample_beyond(monkeypatch):
+    train, test = labelled_texts(40, 0), labelled_texts(12, 1)
+    test_texts, y_true = [t for t, _ in test], np.array([label for _, label in test])
+
+    def direct_accuracy(rows):
+        predicted = baselines.tfidf_logistic_regression_predictions(
+            [t for t, _ in rows], [label for _, label in rows], test_texts, seed=7)
+        return accuracy_score(y_true, predicted)
+
+    run = baselines_run(train, test)
+    baselines.ClassificationBaselines().after_training(run)
+    rows = {row["model"]: row for row in run.found["baselines"]["rows"]}
+    assert run.found["baselines"]["tfidf_train_rows"] == 40
+    assert rows["TF-IDF + logistic regression"]["accuracy"] == pytest.approx(direct_accuracy(train))
+    assert "random sample" not in run.checks.markdown()
+
+    monkeypatch.setattr(baselines, "TFIDF_MAX_TRAIN_ROWS", 25)
+    sample = baselines.baseline_train_rows(40, 7, 25)
+    assert len(sample) == 25 and len(set(sample)) == 25 and list(sample) == sorted(sample) and sample.max() < 40
+    assert np.array_equal(sample, baselines.baseline_train_rows(40, 7, 25))  # seeded: the same rows each run
+    assert baselines.baseline_train_rows(25, 7, 25) is None
+    run = baselines_run(train, test)
+    baselines.ClassificationBaselines().after_training(run)
+    rows = {row["model"]: row for row in run.found["baselines"]["rows"]}
+    assert run.found["baselines"]["tfidf_train_rows"] == 25
+    assert rows["TF-IDF + logistic regression"]["accuracy"] == pytest.approx(direct_accuracy([train[i] for i in sample]))
+    counts = Counter(label for _, label in train)  # the majority class still counts every train row
+    majority = min(label for label, n in counts.items() if n == max(counts.values()))
+    assert rows["majority class (from train)"]["accuracy"] == pytest.approx(np.mean(y_true == majority))
+    assert "fit on a random sample of 25 of the 40 train rows (seed 7; at most 25)" in run.checks.markdown()
+
+
+def test_label_balance_counts_each_class_of_each_split():
+    from hf_recipes.checks import label_balance_table
+
+    table = label_balance_table({"train": np.array([0, 2, 2, 2]), "test": [1, 1]}, ["neg", "neu", "pos"])
+    assert "| neg | 1 (25.0%) | 0 (0.0%) |" in table
+    assert "| neu | 0 (0.0%) | 2 (100.0%) |" in table
+    assert "| pos | 3 (75.0%) | 0 (0.0%) |" in table
+
+
+def test_forgetting_tokenizes_a_prefix_of_a_long_file_and_finds_the_same_tokens(tokenizer, monkeypatch):
+    from hf_recipes import forgetting
+
+    rng = np.random.default_rng(0)
+    words = ["river", "song", "  morning", "sun,", "darling\t", "42", "O'er", "—"]
+    lines = [" ".join(rng.choice(words, size=rng.integers(1, 12))) + ("  " if i % 3 else "") for i in range(3000)]
+    text = "\n".join(lines) + "\n\n   \n"
+    whole = tokenizer(text)["input_ids"]
+    calls = []
+    monkeypatch.setattr(forgetting, "CUT_MARGIN_TOKENS", 8)
+
+    def counting(texts, **kwargs):  # the tokenizer, recording how much text it was given
+        calls.append(len(texts))
+        return tokenizer(texts, **kwargs)
+
+    for count in (1, 50, 333, 2000):
+        calls.clear()
+        ids, truncated = forgetting.leading_tokens(counting, text, count)
+        assert ids == whole[:count] and truncated
+        assert max(calls) < len(text) / 2  # a prefix, not the whole file
+    calls.clear()
+    assert forgetting.leading_tokens(counting, text, len(whole)) == (whole, False)
+    assert forgetting.leading_tokens(counting, text, len(whole) - 1) == (whole[:-1], True)
+    assert forgetting.leading_tokens(counting, "no line break " * 400, 10) == (
+        tokenizer("no line break " * 400)["input_ids"][:10], True)
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=32, n_head=2, n_positions=16)).eval()
+    result = text_perplexity(model, tokenizer, text, max_tokens=40)
+    blocks = [whole[:16], whole[16:32], whole[32:40]]
+    with torch.no_grad():
+        losses = [model(input_ids=torch.tensor([b]), labels=torch.tensor([b])).loss.item() * (len(b) - 1) for b in blocks]
+    assert result.tokens == 40 and result.truncated
+    assert result.loss == pytest.approx(sum(losses) / 37, rel=1e-5)
