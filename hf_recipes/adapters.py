@@ -11,6 +11,7 @@ trained model: the base from ``adapter_config.json``, with that config, then the
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
     # get_peft_model names the base by the model's name_or_path, as given (maybe relative to this directory)
     wrapped.peft_config[wrapped.active_adapter].base_model_name_or_path = base_model_reference(
         args.model.model_name_or_path)
+    if added_tokens:
+        # The added rows are saved as trainable tokens; peft would also save the whole embedding layer (and a tied
+        # head) because the vocabulary grew: for GPT-2 150 MB of base weights in every adapter and checkpoint.
+        wrapped.save_pretrained = functools.partial(wrapped.save_pretrained, save_embedding_layers=False)
     trainable, total = wrapped.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
     return wrapped

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, GenerationConfig, pipeline
 
 from hf_recipes.chat import render
@@ -141,6 +142,9 @@ def test_every_recipe_runs_from_the_base_by_path(family, name, lora, finished):
     assert recipe_file["recipe"] == name.removesuffix("-chat")
     for split in ("train", "eval"):
         assert (out / f"{split}_results.json").is_file()
+    if lora:  # the adapter holds what was trained: no copy of the base's embedding layer (the rows added included)
+        vocabulary = len(AutoTokenizer.from_pretrained(out))
+        assert all(tensor.shape[0] < vocabulary for tensor in load_file(out / "adapter_model.safetensors").values())
     if name == "sentiment":
         assert not (out / "generation_config.json").exists() or lora
         return
