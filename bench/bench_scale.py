@@ -171,7 +171,7 @@ def measure(spec: dict) -> dict:
     name, results = spec["recipe"], {}
     recipe = recipes.get(name)
     overrides = training_overrides(spec)
-    args = recipe.parse(REPO / "recipes" / "demo" / f"{name}.yaml", [], **overrides)
+    args = recipe.parse(recipe.demo_config, [], **overrides)
     raw = timed(results, "load", recipe.load_data, args)
     rows = {split: len(dataset) for split, dataset in raw.items()}
     checks = {}
@@ -206,7 +206,7 @@ def training_overrides(spec: dict, **extra) -> dict:
 
 def time_epoch(recipe, spec: dict) -> dict:
     """One epoch of the train split, extrapolated from a few timed steps."""
-    trainer, _ = recipe.build_trainer(REPO / "recipes" / "demo" / f"{spec['recipe']}.yaml",
+    trainer, _ = recipe.build_trainer(recipe.demo_config,
                                       **training_overrides(spec, max_steps=WARMUP + spec["train_steps"]))
     clock = step_clock()
     trainer.add_callback(clock)

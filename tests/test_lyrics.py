@@ -9,7 +9,7 @@ from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.recipes import lyrics
-from hf_recipes.recipes.lyrics import pack, read_songs, split_songs
+from hf_recipes.recipes.lyrics import BlockPacker, read_songs, split_songs
 from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
 
 SONGS = SAMPLES / "lyrics" / "songs.txt"
@@ -30,16 +30,28 @@ def test_songs_split_at_blank_lines_or_a_chosen_separator(tmp_path):
     assert read_songs(str(tmp_path), "\n\n") == ["first\n\nsong", "second\nsong"]
 
 
-def test_packing_keeps_every_token_in_order_and_restarts_positions():
+def pack(songs: list[list[int]], block_size: int, reset_position_ids: bool, batches: list[int]) -> dict:
+    """The packer called as a batched map calls it: on the songs in batches of the given sizes, outputs joined."""
+    packer, packed, start = BlockPacker(block_size, reset_position_ids), {}, 0
+    for size in batches:
+        for key, rows in packer({"tokens": songs[start : start + size]}).items():
+            packed.setdefault(key, []).extend(rows)
+        start += size
+    return {**packed, "left over": len(packer.ids)}
+
+
+@pytest.mark.parametrize("batches", [[3], [1, 1, 1], [2, 1], [1, 2]])
+def test_packing_keeps_every_token_in_order_and_restarts_positions_across_batches(batches):
     eos = 0
-    packed = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=True)
+    songs = [[1, 2, eos], [3, 4, 5, eos], [6, eos]]
+    packed = pack(songs, block_size=4, reset_position_ids=True, batches=batches)
     assert packed["input_ids"] == [[1, 2, 0, 3], [4, 5, 0, 6]]
     # song 2 starts at 0 in block 1 and restarts at 0 again where it continues in block 2
     assert packed["position_ids"] == [[0, 1, 2, 0], [0, 1, 2, 0]]
     # the first token of every sequence (song start, or a song's continuation in a new block) is not a target
     assert packed["labels"] == [[-100, 2, 0, -100], [-100, 5, 0, -100]]
-    assert packed["dropped_tokens"] == [1, 1]
-    plain = pack([[1, 2, eos], [3, 4, 5, eos], [6, eos]], block_size=4, reset_position_ids=False)
+    assert packed["left over"] == 1  # the tail after the last song, dropped
+    plain = pack(songs, block_size=4, reset_position_ids=False, batches=batches)
     assert plain["position_ids"] == [[0, 1, 2, 3], [0, 1, 2, 3]]
     assert plain["labels"] == [[-100, 2, 0, 3], [-100, 5, 0, 6]]  # one sequence per block, as run_clm
 

@@ -15,6 +15,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import ClassVar, Sequence
 
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 from transformers import AutoModelForCausalLM, default_data_collator
 
@@ -128,12 +129,15 @@ def load_songs(args: RecipeArgs) -> DatasetDict:
     return raw
 
 
-def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: bool) -> dict[str, list]:
-    """Concatenate songs (each already ending in EOS) and cut them into full blocks of ``block_size``.
+class BlockPacker:
+    """Songs (each already ending in EOS) concatenated and cut into full blocks of ``block_size``, batch by batch:
+    a batched ``Dataset.map`` in one process calls it on the songs in order, and what a batch leaves over (less than
+    a block) goes on in the next, so a split is packed as one stream with only the tail after its last song
+    dropped, while holding no more than one batch of songs.
 
     Every computed token is real. Position ids restart at each song and at each block, so a block holding
     several songs gets a block-diagonal causal mask (transformers builds it from the restarts when no attention
-    mask is given) and a song never attends to the one before it. The tail shorter than a block is dropped.
+    mask is given) and a song never attends to the one before it.
 
     Each run of positions from 0 is one sequence, as in transformers' ``DataCollatorWithFlattening``: labels equal
     the input ids except at a sequence's first token, which nothing in its sequence precedes, so it is -100 (not a
@@ -141,26 +145,31 @@ def pack(token_lists: Sequence[list[int]], block_size: int, reset_position_ids: 
     boundary cuts goes on in the next block as a sequence of its own: positions from 0, without sight of its
     earlier part, its first token not a target.
     """
-    ids: list[int] = []
-    song_starts: set[int] = set()
-    for tokens in token_lists:
-        song_starts.add(len(ids))
-        ids += tokens
-    usable = len(ids) // block_size * block_size
-    positions, position = [], 0
-    for i in range(usable):
-        if i % block_size == 0 or (reset_position_ids and i in song_starts):
-            position = 0
-        positions.append(position)
-        position += 1
-    labels = [-100 if position == 0 else token for token, position in zip(ids, positions)]
-    starts = range(0, usable, block_size)
-    return {
-        "input_ids": [ids[i : i + block_size] for i in starts],
-        "labels": [labels[i : i + block_size] for i in starts],
-        "position_ids": [positions[i : i + block_size] for i in starts],
-        "dropped_tokens": [len(ids) - usable] * len(starts),
-    }
+
+    def __init__(self, block_size: int, reset_position_ids: bool):
+        self.block_size, self.reset_position_ids = block_size, reset_position_ids
+        self.ids: list[int] = []
+        self.song_starts: list[bool] = []  # per token in self.ids: whether a song starts there
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        for tokens in batch["tokens"]:
+            self.ids += tokens
+            self.song_starts += [True] + [False] * (len(tokens) - 1)
+        blocks: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": []}
+        full = len(self.ids) // self.block_size * self.block_size
+        for start in range(0, full, self.block_size):
+            ids = self.ids[start : start + self.block_size]
+            positions, position = [], 0
+            for i, song_start in enumerate(self.song_starts[start : start + self.block_size]):
+                if i == 0 or (self.reset_position_ids and song_start):
+                    position = 0
+                positions.append(position)
+                position += 1
+            blocks["input_ids"].append(ids)
+            blocks["labels"].append([-100 if p == 0 else token for token, p in zip(ids, positions)])
+            blocks["position_ids"].append(positions)
+        del self.ids[:full], self.song_starts[:full]
+        return blocks
 
 
 class LyricsRecipe(CausalLMRecipe):
@@ -189,29 +198,29 @@ class LyricsRecipe(CausalLMRecipe):
                                         switch_off="reset_position_ids false (songs in a block then see earlier ones)")
         text, title, eos = args.data.text_column, args.task.title_column, tokenizer.eos_token_id
 
-        def tokenize_and_pack(batch):
+        def tokenize(batch):
             if title:  # the head is tokenized on its own, exactly as a title prompt is at generation time
                 heads = encode(tokenizer, [title_prompt(t) for t in batch[title]])
                 bodies = tokenizer(batch[text], add_special_tokens=False)["input_ids"]
                 songs = [head + body for head, body in zip(heads, bodies)]
             else:
                 songs = encode(tokenizer, batch[text])
-            return pack([song + [eos] for song in songs], block_size, args.task.reset_position_ids)
+            return {"tokens": [song + [eos] for song in songs]}
 
-        # batch_size=None packs each split as one stream, so only one tail per split is dropped
+        blocks, dropped = DatasetDict(), {}
         with args.training.main_process_first(desc="tokenizing and packing"):
-            blocks = DatasetDict({
-                split: songs.map(tokenize_and_pack, batched=True, batch_size=None, remove_columns=songs.column_names,
-                                 load_from_cache_file=not args.data.overwrite_cache, desc=f"Packing ({split})")
-                for split, songs in raw.items()
-            })
-        dropped = {}
-        for split in list(blocks):
-            if len(blocks[split]) == 0:
-                raise RecipeError(f"the {split} split has fewer tokens than one block of {block_size}; "
-                                  "lower block_size or add songs")
-            dropped[split] = blocks[split][0]["dropped_tokens"]
-            blocks[split] = blocks[split].remove_columns("dropped_tokens")
+            for split, songs in raw.items():
+                tokenized = songs.map(tokenize, batched=True, remove_columns=songs.column_names,
+                                      load_from_cache_file=not args.data.overwrite_cache, desc=f"Tokenizing ({split})")
+                # One process, in order: the packer carries what a batch leaves over into the next
+                blocks[split] = tokenized.map(
+                    BlockPacker(block_size, args.task.reset_position_ids), batched=True, remove_columns=["tokens"],
+                    load_from_cache_file=not args.data.overwrite_cache, desc=f"Packing ({split})")
+                total = pc.sum(pc.list_value_length(tokenized.data.column("tokens"))).as_py() or 0
+                dropped[split] = total - len(blocks[split]) * block_size
+                if len(blocks[split]) == 0:
+                    raise RecipeError(f"the {split} split has fewer tokens than one block of {block_size}; "
+                                      "lower block_size or add songs")
         return Prepared(
             model=model,
             tokenizer=tokenizer,
