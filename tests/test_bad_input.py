@@ -109,6 +109,8 @@ CLASSES = {
         "negative max_new_tokens": Case("instruct", lambda d: {"max_new_tokens": -5},
                                         "max_new_tokens must be a positive number, got -5"),
         "top_p above 1": Case("lyrics", lambda d: {"top_p": 1.5}, "top_p must be in (0, 1]"),
+        "a weights dtype that is none of the choices": Case("lyrics", lambda d: {"dtype": "fp32"},
+                                                           "argument --dtype: invalid choice: 'fp32'"),
         "a license that is no hub id": Case("sentiment", lambda d: {"license": "Apache 2"},
                                             "license must be a hub license id (e.g. apache-2.0, mit, cc-by-4.0, "
                                             "other), got 'Apache 2'"),
