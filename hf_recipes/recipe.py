@@ -365,7 +365,7 @@ def train_loss_of_resumed_run(log_history: list[dict], resumed_at: int, global_s
     for entry in log_history:
         if "loss" in entry and logged_to < entry["step"] <= resumed_at:
             total, logged_to = total + entry["loss"] * (entry["step"] - logged_to), entry["step"]
-    if logged_to != resumed_at or global_step <= 0:
+    if logged_to != resumed_at:
         return {"train_loss_from_step": resumed_at + 1}
     whole = (total + loss_since_resume * (global_step - resumed_at)) / global_step
     return {"train_loss": whole, "train_loss_since_resume": loss_since_resume}
