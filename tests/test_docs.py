@@ -1,4 +1,4 @@
-"""The shell commands of README.md and docs/*.md work as written.
+"""The shell commands of README.md, docs/*.md and CONTRIBUTING.md work as written.
 
 Every line of a ```bash block (a trailing backslash joins lines, `#` starts a comment) is one command, checked by
 what it is:
@@ -32,7 +32,8 @@ from hf_recipes import cli
 from hf_recipes.recipes import available, demo_config
 from tests.conftest import REPO, SAMPLES
 
-DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # the user docs
+COMMAND_FILES = [*DOC_FILES, REPO / "CONTRIBUTING.md"]
 SHELL_FENCE = re.compile(r"^```(?:bash|sh|shell)\n(.*?)^```", re.M | re.S)
 DATA_FLAGS = {"--train_file", "--validation_file", "--test_file", "--file", "--forgetting_eval_file"}
 SAMPLE_FILES = {"sentiment": SAMPLES / "sentiment" / "train.csv", "lyrics": SAMPLES / "lyrics" / "songs.txt",
@@ -59,7 +60,7 @@ def shell_commands(path: Path) -> list[tuple[str, list[str]]]:
     return commands
 
 
-COMMANDS = [command for path in DOC_FILES for command in shell_commands(path)]
+COMMANDS = [command for path in COMMAND_FILES for command in shell_commands(path)]
 
 
 def without_env(argv: list[str]) -> list[str]:
@@ -199,6 +200,14 @@ def test_the_pages_have_commands_and_link_to_pages_that_exist():
             page = path.parent / target if target else path
             assert page.is_file(), f"{path.relative_to(REPO)} links to missing {target}"
             assert not anchor or anchor in anchors(page), f"{path.relative_to(REPO)} links to missing {target}#{anchor}"
+
+
+def test_the_python_examples_compile():
+    blocks = [(path, block) for path in COMMAND_FILES
+              for block in re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S)]
+    assert len(blocks) >= 5
+    for path, block in blocks:
+        compile(block, str(path), "exec")
 
 
 def test_user_docs_name_no_local_data_folder():
