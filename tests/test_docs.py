@@ -210,6 +210,15 @@ def test_the_python_examples_compile():
         compile(block, str(path), "exec")
 
 
+def test_the_files_the_pages_name_exist():
+    """A module, test or config moved or renamed leaves no page naming its old place."""
+    for path in [*COMMAND_FILES, REPO / "bench" / "RESULTS.md"]:
+        text = path.read_text(encoding="utf-8")
+        named = re.findall(r"`((?:hf_recipes|tests|bench|configs|\.ci)/[^`<> ]+)`", text)
+        for name in named + re.findall(r"\bbench/\w+\.py\b", text):
+            assert (REPO / name).exists(), f"{path.relative_to(REPO)} names {name}, which does not exist"
+
+
 def test_user_docs_name_no_local_data_folder():
     for path in DOC_FILES:
         assert "../shared" not in path.read_text(encoding="utf-8"), path
