@@ -39,6 +39,9 @@ DATA_FLAGS = {"--train_file", "--validation_file", "--test_file", "--file", "--f
 SAMPLE_FILES = {"sentiment": SAMPLES / "sentiment" / "train.csv", "lyrics": SAMPLES / "lyrics" / "songs.txt",
                 "instruct": SAMPLES / "instructions" / "instructions.json"}
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# Under `make test ARGS=...` the environment holds that make's variables, which a nested make would take as its own.
+MAKE_VARIABLES = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+                  *re.findall(r"^(\w+)\s*\??=", (REPO / "Makefile").read_text(), re.M)}
 HF_RECIPES = str(Path(sys.executable).with_name("hf-recipes"))
 
 
@@ -116,8 +119,8 @@ def print_config(recipe: str, flags: list[str], capsys) -> dict:
     return settings
 
 
-def run(argv: list[str], cwd: Path = REPO, timeout: int = 60) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], env: dict = ENV, timeout: int = 60) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{shlex.join(argv)}: {done.stderr[-2000:]}"
     return done
 
@@ -128,7 +131,7 @@ def check_make(argv: list[str], capsys) -> None:
     makefile = (REPO / "Makefile").read_text()
     for target in [word for word in argv[1:] if "=" not in word]:
         assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"no make target {target}"
-    dry = run(["make", "-n", "-s", *argv[1:]])
+    dry = run(["make", "-n", "-s", *argv[1:]], env={k: v for k, v in ENV.items() if k not in MAKE_VARIABLES})
     for line in dry.stdout.splitlines():
         if "/hf-recipes " in line:
             words = shlex.split(line)
