@@ -234,8 +234,8 @@ def test_the_readme_stays_short():
 RUN_COMMANDS = [(where, argv) for where, argv in COMMANDS if argv[1:2] in (["predict"], ["generate"], ["compare"])]
 SMALL_RUN = ["--config_overrides", "n_layer=1,n_embd=32,n_head=2,n_positions=128", "--max_steps", "2",
              "--max_eval_samples", "8", "--max_test_samples", "8", "--eval_strategy", "no", "--save_strategy", "no",
-             "--load_best_model_at_end", "false", "--check_leakage", "false", "--check_fitting", "false",
-             "--disable_tqdm", "true"]
+             "--load_best_model_at_end", "false", "--logging_steps", "1", "--check_leakage", "false",
+             "--check_fitting", "false", "--disable_tqdm", "true"]
 
 
 @pytest.fixture(scope="module")
