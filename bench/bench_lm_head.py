@@ -34,7 +34,7 @@ from common import machine_line, reset_peak_rss, rss_mib  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from hf_recipes.fused_loss import FusedLinearCrossEntropy, chunk_rows  # noqa: E402
+from hf_recipes.fused_loss import CHUNK_ELEMENTS, FusedLinearCrossEntropy, chunk_rows  # noqa: E402
 
 WHOLE = "whole logits (transformers)"
 
@@ -54,7 +54,7 @@ def main() -> None:
     ids = torch.randint(0, config.vocab_size, (16, 128))
     targets = ids[:, 1:].reshape(-1)
     weight = model.lm_head.weight
-    ours_rows = chunk_rows(config.vocab_size)
+    ours_rows = chunk_rows(config.vocab_size, CHUNK_ELEMENTS)
 
     def hidden():
         return model.transformer(input_ids=ids, use_cache=False).last_hidden_state[:, :-1].reshape(-1, config.n_embd)
