@@ -22,13 +22,10 @@ from transformers.utils import logging as transformers_logging
 from hf_recipes.config import PeftArguments, RecipeArgs
 from hf_recipes.errors import RecipeError, one_line
 from hf_recipes.model import load_config
-from hf_recipes.predict import (ADAPTER_CONFIG, ADAPTER_MODEL_CONFIG, model_config_file, read_json,
-                               refuse_custom_code)
+from hf_recipes.run_folder import (ADAPTER_CONFIG, ADAPTER_MODEL_CONFIG, MERGED_DIR, model_config_file,
+                                  refuse_custom_code, saved_adapter)
 
 logger = logging.getLogger(__name__)
-
-MERGED_DIR = "merged"  # output_dir/merged: the base with the adapter merged in (merge_adapter)
-
 
 def quantization_config(peft: PeftArguments) -> BitsAndBytesConfig | None:
     """QLoRA: the frozen base in 4 bits, computing in bf16."""
@@ -144,12 +141,6 @@ def save_model_files(model, output_dir: str | Path) -> None:
         generation_config.save_pretrained(output_dir)
 
 
-def saved_adapter(model_dir: Path) -> dict | None:
-    """``adapter_config.json`` of a saved run, or None when the folder holds a full model."""
-    path = Path(model_dir) / ADAPTER_CONFIG
-    return read_json(path, "adapter config") if path.is_file() else None
-
-
 def load_saved_adapter(model_dir: str | Path, model_class, trust_remote_code: bool = False, is_trainable=False):
     """A run's trained model from its adapter folder: the base named in ``adapter_config.json`` (a local folder is
     checked for custom code like any model folder), with the run's own config (a classifier's labels), then the
@@ -204,3 +195,26 @@ def load_trained(model_dir: str | Path, model_class, trust_remote_code: bool = F
     if saved_adapter(Path(model_dir)) is not None:
         return load_saved_adapter(model_dir, model_class, trust_remote_code).get_base_model()
     return model_class.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
+
+
+def check_adapter_checkpoint(path: Path, model) -> bool:
+    """A LoRA run resumes from a LoRA checkpoint of the same task, rank and targets, and a full fine-tuning run from a
+    full-model one. True when both are adapters (and match)."""
+    saved = saved_adapter(path)
+    if saved is None and not is_adapter(model):
+        return False
+    if saved is None:
+        raise RecipeError(f"checkpoint {path} holds a full model, but this run trains a LoRA adapter (use_peft): "
+                          "resume it without --use_peft, or resume from a checkpoint of a LoRA run")
+    if not is_adapter(model):
+        raise RecipeError(f"checkpoint {path} holds a LoRA adapter, but this run trains the full model: resume it "
+                          "with --use_peft true and the same LoRA settings, or from a full-model checkpoint")
+    config = model.peft_config[model.active_adapter]
+    expected = {"task_type": getattr(config.task_type, "value", config.task_type), "r": config.r,
+                "target_modules": sorted(adapted_module_names(model))}
+    found = {**saved, "target_modules": sorted({name.rsplit(".", 1)[-1] for name in saved.get("target_modules") or []})}
+    for key, value in expected.items():
+        if key in found and found[key] != value:
+            raise RecipeError(f"checkpoint {path} has an adapter with {key} {found[key]}, but this run's adapter has "
+                              f"{value}: resume with the same recipe and LoRA settings")
+    return True

@@ -122,7 +122,7 @@ def cmd_demo(opts, extra: list[str]) -> int:
         indexed = flag_index.lookup(name) if name in recipes.available() else None
         if indexed:
             flag_index.check_flags(extra, indexed["flags"])
-    from hf_recipes.outputs import recipe_of
+    from hf_recipes.run_folder import recipe_of
     from hf_recipes.report import key_metrics
 
     for name in names:
@@ -181,7 +181,7 @@ def cmd_generate(opts, extra: list[str]) -> int:
 
     from hf_recipes import recipes
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
-    from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
+    from hf_recipes.run_folder import CAUSAL_LM, load_recipe_file, open_model_dir
 
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)

@@ -20,7 +20,7 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import PredictionOutput
 
-from hf_recipes import adapters, forgetting, outputs, upstream
+from hf_recipes import adapters, forgetting, run_folder, upstream
 from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, screen_splits
 from hf_recipes.config import RecipeArgs, parse_recipe_args
 from hf_recipes.data import check_targets
@@ -28,15 +28,14 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import check_metrics, load_metrics
 from hf_recipes.model import clean_tokenizer_state
-from hf_recipes.model_card import (CardExample, TrainingProgress, push_finished_run, training_settings,
-                                  write_model_card)
-from hf_recipes.predict import RECIPE_FILE, load_recipe_file  # noqa: F401 - load_recipe_file re-exported
+from hf_recipes.hub import push_finished_run
+from hf_recipes.model_card import CardExample, TrainingProgress, training_settings, write_model_card
+from hf_recipes.precision import resolve_precision
+from hf_recipes.run_folder import CHECKS_FILE, MERGED_DIR, RECIPE_FILE, last_complete_checkpoint
 from hf_recipes.report import Report, write_report
-from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint, make_trainer, resolve_precision
+from hf_recipes.trainer import RecipeTrainer, check_checkpoint, make_trainer
 
 logger = logging.getLogger("hf_recipes")
-
-CHECKS_FILE = "checks.json"  # what the checks found, for scripts (the report shows the same)
 
 
 @dataclass
@@ -184,7 +183,7 @@ class Recipe:
             # Trainer pickles TrainingArguments into every training_args.bin; the hub client reads HF_TOKEN as well.
             os.environ["HF_TOKEN"] = args.training.hub_token
             args.training.hub_token = None
-        outputs.check_output_dir(args.training.output_dir, self.name, args.run.overwrite_output_dir)
+        run_folder.check_output_dir(args.training.output_dir, self.name, args.run.overwrite_output_dir)
         precision = resolve_precision(args.training, args.run.mixed_precision)
         if args.training.device.type == "cpu":
             args.training.dataloader_pin_memory = False  # pinning only helps host-to-GPU copies
@@ -215,7 +214,7 @@ class Recipe:
             check_metrics(extra_metrics, *self.metric_example(prepared, args), self.metric_inputs)
         prepared.resume_from = self.checkpoint_to_resume(args)
         if prepared.resume_from:
-            outputs.check_checkpoint(prepared.resume_from, prepared.model)
+            check_checkpoint(prepared.resume_from, prepared.model)
         compute_metrics, preprocess_logits = self.metric_functions(prepared)
         trainer = make_trainer(
             model=prepared.model, tokenizer=prepared.tokenizer, training_args=args.training,
@@ -227,7 +226,7 @@ class Recipe:
             if args.run.early_stopping_patience is not None else [],
         )
         if trainer.is_world_process_zero():
-            outputs.mark_output_dir(args.training.output_dir, self.name)
+            run_folder.mark_output_dir(args.training.output_dir, self.name)
         return trainer, prepared
 
     def screen_splits(self, raw: DatasetDict, args: RecipeArgs) -> Leakage | None:
@@ -255,7 +254,7 @@ class Recipe:
         return self.run_from_args(self.parse(config, argv, **overrides))
 
     def run_from_args(self, args: RecipeArgs) -> dict:
-        with outputs.removed_on_failure(args.training.output_dir, args.training.process_index == 0):
+        with run_folder.removed_on_failure(args.training.output_dir, args.training.process_index == 0):
             return self.train_and_report(args)
 
     def train_and_report(self, args: RecipeArgs) -> dict:
@@ -297,7 +296,7 @@ class Recipe:
     def train(self, trainer: RecipeTrainer, prepared: Prepared, run: RunState) -> dict[str, float]:
         """Train (resuming when there is a checkpoint) and save the model, its state and train metrics."""
         # Read before training: by its end, save_total_limit may have removed the checkpoint
-        resumed_at = outputs.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
+        resumed_at = run_folder.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
         train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
         run.training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
         metrics = {**train_result.metrics, "train_samples": len(prepared.datasets["train"])}
@@ -348,7 +347,7 @@ class Recipe:
         finished = {"recipe": self.name, "task": task, "settings": training_settings(args)}
         if isinstance(args.task, GenerationArguments):  # the settings the report's generations were made with
             finished["decoding"] = args.task.decoding_settings()
-        for folder in (output_dir / adapters.MERGED_DIR, output_dir):  # merged/ is prompted as the run was trained
+        for folder in (output_dir / MERGED_DIR, output_dir):  # merged/ is prompted as the run was trained
             if folder.is_dir():
                 (folder / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
         if args.training.push_to_hub:  # the finished folder, once; a failed upload leaves the run finished here

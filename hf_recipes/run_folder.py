@@ -1,4 +1,10 @@
-"""Inference from a saved run: classification now, generation for the causal-LM recipes.
+"""The run folder (output_dir) and what it holds: the run marker (written first), checkpoints, the adapter files of a
+LoRA run, checks.json and recipe.json (written last, so it marks a finished run).
+
+A run writes only into a folder that is new, empty, or its own, and a run that fails before it has saved anything
+leaves no folder behind. A folder holding :data:`RUN_MARKER`, a finished run's ``recipe.json`` or only
+``checkpoint-N`` folders is ours; anything else belongs to the user and is never written over unless
+``--overwrite_output_dir true`` says so.
 
 Every verb that reads a saved model goes through :func:`open_model_dir`, which checks the folder before anything
 is loaded: safetensors weights, readable config and recipe.json, the kind of model the verb needs, and no custom
@@ -7,19 +13,28 @@ code unless ``trust_remote_code`` is given (transformers would otherwise ask on 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import re
+import shutil
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hf_recipes.errors import RecipeError, one_line
 
+logger = logging.getLogger(__name__)
+
 RECIPE_FILE = "recipe.json"  # which recipe made a run; written last, so it also marks a finished run
 ADAPTER_CONFIG = "adapter_config.json"  # a LoRA run's output_dir holds its adapter (see adapters.py)
 ADAPTER_MODEL_CONFIG = "model_config.json"  # and, not as config.json, the config of the model it fine-tuned
+MERGED_DIR = "merged"  # output_dir/merged: the base with the adapter merged in (merge_adapter)
+CHECKS_FILE = "checks.json"  # what the checks found, for scripts (the report shows the same)
+RUN_MARKER = "hf_recipes_run.json"  # written first: this folder is an hf-recipes run (maybe unfinished)
+CHECKPOINT = re.compile(r"checkpoint-\d+")
 CLASSIFIER, CAUSAL_LM = "classifier", "causal LM"
 # Files transformers (or load_saved_adapter) reads an ``auto_map`` (custom code) from.
 CODE_MAPS = ("config.json", ADAPTER_MODEL_CONFIG, "tokenizer_config.json", "processor_config.json",
@@ -98,23 +113,101 @@ def open_model_dir(model_dir: str | Path, kind: str, trust_remote_code: bool = F
     return path
 
 
-def device() -> int | str:
-    return 0 if torch.cuda.is_available() else "cpu"
+def recipe_of(folder: Path) -> str | None:
+    """The recipe that wrote ``folder`` (finished or not), or None when no run of ours did."""
+    for name in (RECIPE_FILE, RUN_MARKER):
+        if (folder / name).is_file():
+            return read_json(folder / name, "run file").get("recipe")
+    return None
 
 
-def classify(model_dir: str | Path, texts: Sequence[str], batch_size: int = 32,
-             trust_remote_code: bool = False) -> list[dict]:
-    """``[{"text", "label", "score"}]`` for each text, the score being the predicted label's probability."""
-    if batch_size is None or batch_size < 1:
-        raise RecipeError(f"batch_size must be a positive number, got {batch_size}")
-    path = open_model_dir(model_dir, CLASSIFIER, trust_remote_code)
-    texts = list(texts)
-    if not texts:
-        raise RecipeError("no texts to classify")
-    from hf_recipes.adapters import load_trained
+def check_output_dir(output_dir: str | os.PathLike, recipe: str, overwrite: bool) -> None:
+    """Refuse, in one line, an output_dir this run must not or cannot write to. Writes nothing."""
+    folder = Path(output_dir)
+    check_creatable(folder)
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"output_dir {folder} cannot be written: permission denied on {existing}")
+    if not folder.is_dir():
+        return
+    owner = recipe_of(folder)
+    if owner is not None:
+        if owner != recipe and not overwrite:
+            raise RecipeError(f"output_dir {folder} holds a {owner} run, not a {recipe} one; choose another "
+                              "--output_dir (or pass --overwrite_output_dir true to start afresh there)")
+        if (folder / RECIPE_FILE).is_file() and not overwrite:
+            raise RecipeError(f"output_dir {folder} already holds a finished run; pass --overwrite_output_dir true "
+                              "or choose another --output_dir")
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if not (p.is_dir() and CHECKPOINT.fullmatch(p.name)))
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise RecipeError(f"output_dir {folder} holds files no hf-recipes run wrote ({shown}); choose a new or empty "
+                          "--output_dir, or pass --overwrite_output_dir true to write over them")
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = load_trained(path, AutoModelForSequenceClassification, trust_remote_code)
-    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device())
-    results = classifier(texts, batch_size=batch_size, truncation=True)
-    return [{"text": t, "label": r["label"], "score": float(r["score"])} for t, r in zip(texts, results)]
+
+def check_creatable(folder: Path) -> None:
+    """output_dir (or a folder above it) is no file and no broken symbolic link, which mkdir would fail on."""
+    for path in [folder, *folder.parents]:
+        if path.is_symlink() and not path.exists():
+            raise RecipeError(f"output_dir {folder} cannot be created: {path} is a broken symbolic link (to "
+                              f"{os.readlink(path)}); remove it or choose another --output_dir")
+        if path.exists() and not path.is_dir():
+            raise RecipeError(f"output_dir {folder} cannot be created: {path} is a file; choose another --output_dir")
+
+
+def mark_output_dir(output_dir: str | os.PathLike, recipe: str) -> None:
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / RUN_MARKER).exists():
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (folder / RUN_MARKER).write_text(json.dumps({"recipe": recipe, "started": started}) + "\n")
+
+
+@contextlib.contextmanager
+def removed_on_failure(output_dir: str | os.PathLike, is_main_process: bool = True):
+    """On any failure or interruption, remove the folders this run created if nothing worth keeping (a saved
+    model or a complete checkpoint to resume from) is in them; an existing folder is never removed."""
+    folder = Path(output_dir).absolute()
+    created = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if created is not None and is_main_process and folder.is_dir() and not worth_keeping(folder):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def worth_keeping(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or last_complete_checkpoint(folder) is not None
+
+
+def checkpoint_step(checkpoint: str | os.PathLike) -> int:
+    """The optimizer step a checkpoint was saved at (its trainer_state.json, which check_checkpoint requires)."""
+    return int(read_json(Path(checkpoint) / "trainer_state.json", "checkpoint state")["global_step"])
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that was written to the end, or None.
+
+    Trainer writes a checkpoint's ``trainer_state.json`` last, after weights, optimizer and RNG states, so a
+    checkpoint whose state file is missing, truncated or names another step was interrupted and is skipped.
+    """
+    folder = Path(output_dir)
+    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit()) if folder.is_dir() else []
+    for step, path in reversed(steps):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            state = {}
+        if state.get("global_step") == step and any(path.glob("*.safetensors")):
+            return str(path)
+        logger.warning("Skipping incomplete checkpoint %s", path)
+    return None
+
+
+def saved_adapter(model_dir: Path) -> dict | None:
+    """``adapter_config.json`` of a saved run, or None when the folder holds a full model."""
+    path = Path(model_dir) / ADAPTER_CONFIG
+    return read_json(path, "adapter config") if path.is_file() else None

@@ -25,9 +25,10 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.model import (check_room, encode, keep_packed_sequences_apart, load_model, load_tokenizer,
                               max_length)
-from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.model_kinds import CausalLMRecipe
 from hf_recipes.model_card import CardExample
-from hf_recipes.recipe import Prepared, load_recipe_file
+from hf_recipes.recipe import Prepared
+from hf_recipes.run_folder import load_recipe_file
 from hf_recipes.report import markdown_table, per_split
 
 HERE = files(__package__)

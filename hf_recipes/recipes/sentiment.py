@@ -29,7 +29,7 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
 from hf_recipes.predict import classify
-from hf_recipes.kinds import ClassifierRecipe
+from hf_recipes.model_kinds import ClassifierRecipe
 from hf_recipes.model_card import CardExample
 from hf_recipes.recipe import Prepared
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
