@@ -1,8 +1,8 @@
 """LoRA / QLoRA with PEFT: the frozen base gets low-rank adapters, and output_dir holds the adapter in PEFT format.
 
-A run with ``use_peft`` wraps the recipe's model in a ``PeftModel`` (task CAUSAL_LM, or SEQ_CLS for a classifier,
-whose head PEFT trains in full as a module to save) before the Trainer is built. output_dir is a PEFT adapter folder
-as peft and transformers expect it: ``adapter_config.json`` naming the base (an absolute path for a local one), the
+A run with ``use_peft`` wraps the recipe's model in a ``PeftModel`` (the task type its model kind names:
+CAUSAL_LM, or SEQ_CLS for a classifier, whose head PEFT trains in full as a module to save) before the Trainer is
+built. output_dir is a PEFT adapter folder as peft and transformers expect it: ``adapter_config.json`` naming the base (an absolute path for a local one), the
 adapter weights, the tokenizer and ``generation_config.json``, and no ``config.json`` (with one, transformers takes
 the folder for a full model and looks for its weights). The fine-tuned model's own config (the run's labels, pad
 token, grown vocabulary, architecture) is ``model_config.json``, so :func:`load_saved_adapter` rebuilds exactly the
@@ -41,10 +41,6 @@ def is_adapter(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def is_classifier(model: PreTrainedModel) -> bool:
-    return type(model).__name__.endswith("ForSequenceClassification")
-
-
 def base_model_reference(name: str) -> str:
     """A local base folder as an absolute path (the adapter is loaded from other working directories); a hub id as
     it is."""
@@ -52,9 +48,10 @@ def base_model_reference(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def add_adapter(model: PreTrainedModel, args: RecipeArgs):
+def add_adapter(model: PreTrainedModel, args: RecipeArgs, task_type: str):
     """``model`` wrapped for LoRA training: every linear layer but the output head (or ``lora_target_modules``)
-    gets an adapter; a classifier's head is trained in full (PEFT's SEQ_CLS ``modules_to_save``)."""
+    gets an adapter. ``task_type`` is PEFT's (the recipe's model kind says which): with SEQ_CLS, a classifier's
+    head is trained in full (``modules_to_save``)."""
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     peft, training = args.peft, args.training
@@ -68,7 +65,7 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
     base_rows = load_config(args.model).vocab_size
     added_tokens = list(range(base_rows, model.get_input_embeddings().weight.shape[0]))
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if is_classifier(model) else TaskType.CAUSAL_LM,
+        task_type=TaskType[task_type],
         r=peft.lora_r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout,
         target_modules=peft.lora_target_modules or "all-linear",
         modules_to_save=list(peft.lora_modules_to_save) if peft.lora_modules_to_save else None,

@@ -22,7 +22,6 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hf_recipes.errors import RecipeError, one_line
 
@@ -61,7 +60,12 @@ def load_recipe_file(model_dir: str | Path) -> dict:
     saved = read_json(path, "run file")
     if not isinstance(saved.get("task", {}), dict):
         raise RecipeError(f"cannot read run file {path}: 'task' is not a JSON object")
-    return {"recipe": saved.get("recipe"), "task": saved.get("task") or {}}
+    return {**saved, "recipe": saved.get("recipe"), "task": saved.get("task") or {}}
+
+
+def write_recipe_file(folder: Path, finished: dict) -> None:
+    """recipe.json: the recipe, its model kind, task settings and prompt format; it marks the run finished."""
+    (Path(folder) / RECIPE_FILE).write_text(json.dumps(finished, indent=1) + "\n")
 
 
 def refuse_custom_code(folder: Path, trust_remote_code: bool) -> None:
@@ -78,6 +82,9 @@ def refuse_custom_code(folder: Path, trust_remote_code: bool) -> None:
 
 
 def model_kind(config: dict) -> str | None:
+    """The kind of model a config's architectures name, for a folder whose recipe.json does not say."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # slow to import
+
     architectures = config.get("architectures") or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
         return CLASSIFIER
@@ -104,8 +111,9 @@ def open_model_dir(model_dir: str | Path, kind: str, trust_remote_code: bool = F
     refuse_custom_code(path, trust_remote_code)
     if not any(path.glob("*.safetensors")):
         raise RecipeError(f"model_dir {path} holds no safetensors weights (is it a finished run's output_dir?)")
-    recipe = load_recipe_file(path)["recipe"]
-    found = model_kind(read_json(config, "model config"))
+    saved = load_recipe_file(path)
+    recipe = saved["recipe"]
+    found = saved.get("model_kind") or model_kind(read_json(config, "model config"))
     if found is not None and found != kind:
         made_by = f"a {recipe} run" if recipe else f"a {found}"
         verb = "hf-recipes generate" if found == CAUSAL_LM else "hf-recipes predict"

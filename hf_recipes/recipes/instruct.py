@@ -23,23 +23,25 @@ from typing import Sequence
 
 from accelerate.utils import gather_object
 from datasets import DatasetDict, Value
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
+from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_prompt, is_sharegpt, split_last_answer,
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import check_columns, drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
+from hf_recipes.data import check_columns, drop_empty, drop_rows, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.run_folder import load_recipe_file
-from hf_recipes.model_kinds import CausalLMRecipe
+from hf_recipes.checks import FitCheck, LeakageCheck
+from hf_recipes.forgetting import ForgettingCheck
+from hf_recipes.model_kinds import CAUSAL_LM_KIND
 from hf_recipes.judge import judge_scores
 from hf_recipes.model_card import CardExample
-from hf_recipes.prompts import ALPACA_INPUT, ALPACA_PROMPT, chat_template, render_prompt, user_message
-from hf_recipes.recipe import Prepared
+from hf_recipes.prompts import ALPACA_INPUT, ALPACA_PROMPT, PromptFormat, chat_template, render_prompt, user_message
+from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table, per_split
 
 HERE = files(__package__)
@@ -205,7 +207,7 @@ def cut_examples(examples: list[tuple[list[int], list[int]]], limit: int) -> dic
         "input_ids": [ids[:limit] for ids, _ in examples],
         "labels": [labels[:limit] for _, labels in examples],
         "truncated": [len(ids) > limit for ids, _ in examples],
-        "has_target": [has_target(labels[:limit]) for _, labels in examples],
+        "has_target": [CAUSAL_LM_KIND.has_target(labels[:limit]) for _, labels in examples],
     }
 
 
@@ -264,8 +266,10 @@ def read_records(args: RecipeArgs, raw: DatasetDict) -> DatasetDict:
     return raw
 
 
-class InstructRecipe(CausalLMRecipe):
-    unused_flags = (*CausalLMRecipe.unused_flags, "text_column")  # records have their own columns
+class InstructRecipe(Recipe):
+    kind = CAUSAL_LM_KIND
+    unused_flags = (*CAUSAL_LM_KIND.unused_flags, "text_column")  # records have their own columns
+    checks = (LeakageCheck(), ForgettingCheck(), FitCheck())
     name = "instruct"
     title = "Instruction tuning"
     task_args_class = InstructArguments
@@ -477,23 +481,12 @@ class InstructRecipe(CausalLMRecipe):
                          "research.",
             limitations="Its answers can be wrong, made up or unsafe; do not use them unchecked.")
 
-    def cli_prompts(self, opts, task: dict) -> list[str]:
-        if task.get("prompt_format") == "plain":  # trained on prompts as given: no template
-            prompts = (opts.prompt or []) + ([opts.instruction] if opts.instruction else [])
-            if not prompts:
-                raise RecipeError("give --prompt: this run was trained on plain prompt/completion records, and the "
-                                  "prompt is used as given")
-            return prompts
-        if not opts.instruction:
-            raise RecipeError("give --instruction (and --input when the task has one)")
-        if task.get("prompt_format") == "chat":
-            tokenizer = AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
-            return [generation_prompt(tokenizer, [{"role": "user", "content": user_message(opts.instruction,
-                                                                                            opts.input)}])]
-        return [render_prompt(opts.instruction, opts.input, saved_templates(task))]
-
-    def cli_add_bos(self, task: dict) -> bool:
-        return task.get("prompt_format") != "chat"  # a chat template writes its own BOS
+    def prompt_format(self, task: InstructArguments) -> PromptFormat:
+        if task.prompt_format == "plain":  # trained on prompts as given: no template
+            return PromptFormat(echo=False, missing="give --prompt: this run was trained on plain prompt/completion "
+                                                    "records, and the prompt is used as given")
+        return dataclasses.replace(PromptFormat.alpaca(), template=task.prompt_template,
+                                   input_template=task.input_template, chat=task.prompt_format == "chat")
 
 
 def saved_templates(task: dict) -> InstructArguments:
