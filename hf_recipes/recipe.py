@@ -77,7 +77,7 @@ class Recipe:
         return "rows"
 
     def no_targets_hint(self, args: RecipeArgs) -> str:
-        """What setting to change when a split has no target, for the error of a split without targets."""
+        """What setting to change when a split has no target (the error says it)."""
         return "check the data and max_seq_length"
 
     def prompt_format(self, task) -> PromptFormat | None:
