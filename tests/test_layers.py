@@ -113,3 +113,13 @@ def test_the_checks_find_an_upward_import_and_a_cycle():
     assert cycles(graph) == [["hf_recipes.cli", "hf_recipes.errors"]]
     source = PACKAGE / "recipes" / "lyrics.py"
     assert "hf_recipes.recipe" in package_imports(source, "hf_recipes.recipes.lyrics", set(import_graph()))
+
+
+def test_each_built_in_recipe_is_one_level_below_the_contract_and_lists_its_own_checks():
+    from hf_recipes import recipes
+    from hf_recipes.recipe import Recipe
+
+    for name in recipes.BUILT_IN:
+        recipe_class = type(recipes.get(name))
+        assert recipe_class.__mro__ == (recipe_class, Recipe, object)
+        assert {"kind", "checks"} <= set(vars(recipe_class)), name
