@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 
 from hf_recipes.errors import RecipeError
 from hf_recipes.model import bos_prefix, context_length
-from hf_recipes.predict import CAUSAL_LM, open_model_dir
+from hf_recipes.run_folder import CAUSAL_LM, open_model_dir
 
 
 @dataclass
