@@ -37,6 +37,13 @@ class RecipeTrainer(TrainerWorkarounds):
         if self.fused_head is not None:
             logger.info("Loss: fused LM-head cross-entropy, training and evaluation (no whole [tokens x vocab] logits)")
 
+    def call_model_init(self, trial=None):
+        # A sweep trains a fresh model each trial: the fused loss must use that model's head, not the first one's.
+        model = super().call_model_init(trial)
+        if self.fused_head is not None:
+            self.fused_head = fusable_head(model)
+        return model
+
     def fused_loss_applies(self) -> bool:
         """The fused loss is written for fp32 causal LMs whose head weight is whole in every process: not under
         autocast (the model's head would run in bf16/fp16), sharding (FSDP, DeepSpeed), DataParallel or compile."""

@@ -73,9 +73,12 @@ def test_a_recipe_from_another_package_trains_reports_and_generates(toy, capsys)
 
 def test_a_recipe_from_another_package_sweeps(toy, capsys):
     pytest.importorskip("optuna")
-    # The loss from whole logits: a trial's freshly built model does not get the fused loss's head hook.
-    settings = {**toy, "max_steps": 2, "fused_lm_loss": False}
-    assert cli.main(["sweep", "summarise", "--n_trials", "2", *cli_args(settings)]) == 0
-    trials = pd.read_csv(Path(toy["output_dir"]) / "sweep" / "trials.csv")
-    assert list(trials["state"]) == ["complete", "complete"]
-    assert trials["objective"].equals(trials["eval_loss"])
+    found = {}
+    for fused in (True, False):  # each trial's fresh model is trained with the fused loss on its own head
+        settings = {**toy, "max_steps": 2, "fused_lm_loss": fused, "output_dir": f"{toy['output_dir']}-{fused}"}
+        assert cli.main(["sweep", "summarise", "--n_trials", "2", *cli_args(settings)]) == 0
+        trials = pd.read_csv(Path(settings["output_dir"]) / "sweep" / "trials.csv")
+        assert list(trials["state"]) == ["complete", "complete"]
+        assert trials["objective"].equals(trials["eval_loss"])
+        found[fused] = trials["eval_loss"].tolist()
+    assert found[True] == pytest.approx(found[False], abs=1e-5)
