@@ -186,15 +186,22 @@ def cmd_generate(opts, extra: list[str]) -> int:
 
     from transformers import AutoTokenizer
 
+    from hf_recipes import recipes
     from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
     from hf_recipes.prompts import PromptFormat
     from hf_recipes.run_folder import CAUSAL_LM, load_recipe_file, open_model_dir
 
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
+    prompting = None
     if "prompt_format" in saved:  # the run's own (recipe.json), so no recipe code is needed
         prompting = PromptFormat.of(saved["prompt_format"])
-    else:  # a model folder of another kind: an instruction gets the Alpaca prompt, a prompt is used as given
+    elif saved.get("recipe") in recipes.registered():  # a recipe.json written before it held the prompt format
+        recipe = recipes.get(saved["recipe"])
+        known = {f.name for f in dataclasses.fields(recipe.task_args_class) if f.init}
+        prompting = recipe.prompt_format(recipe.task_args_class(**{k: v for k, v in saved.get("task", {}).items()
+                                                                  if k in known}))
+    if prompting is None:  # a model folder of another kind: an instruction gets the Alpaca prompt, a prompt as given
         prompting = PromptFormat.alpaca() if opts.instruction else PromptFormat(missing="give at least one --prompt")
     tokenizer = (AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
                  if prompting.chat else None)
