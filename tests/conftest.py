@@ -1,12 +1,21 @@
 """Shared fixtures. Every test runs offline: the hub is switched off and any non-local connection fails."""
 
 import ipaddress
+import json
 import os
 import socket
+import subprocess
+import sys
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_recipes.chat import IM_END, IM_START
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -130,3 +139,135 @@ def run_card_snippet(output_dir: Path, capsys) -> dict:
     exec(compile(card_snippet(output_dir), str(output_dir / "README.md"), "exec"), namespace)  # noqa: S102
     assert capsys.readouterr().out.strip()
     return namespace
+
+
+# ---- helpers several test modules share ------------------------------------------------------------------
+
+
+TASK_DATA = {
+    "sentiment": {"train_file": str(SAMPLES / "sentiment" / "train.csv"),
+                  "test_file": str(SAMPLES / "sentiment" / "test.csv"),
+                  "label_column": "sentiment", "max_train_samples": 200, "max_test_samples": 50},
+    "lyrics": {"train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 64, "max_new_tokens": 4,
+               "prompts": ["Down by"]},
+    "instruct": {"train_file": str(SAMPLES / "instructions" / "instructions.json"), "max_new_tokens": 4,
+                 "max_train_samples": 120},
+}
+
+
+def final_metrics(metrics):
+    """The metrics a resumed run must reproduce: evaluation, test, and the whole run's mean training loss."""
+    return {k: v for k, v in metrics.items()
+            if (k.startswith(("eval_", "test_")) or k == "train_loss") and "runtime" not in k
+            and "per_second" not in k and "preparation_time" not in k}
+
+
+SAMPLE_DATA = {
+    "sentiment": {"train_file": str(SAMPLES / "sentiment" / "train.csv"), "label_column": "sentiment",
+                  "test_file": str(SAMPLES / "sentiment" / "test.csv")},
+    "lyrics": {"train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 64},
+    "instruct": {"train_file": str(SAMPLES / "instructions" / "instructions.json")},
+}
+
+
+def write_file(folder: Path, name: str, content) -> str:
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif isinstance(content, pd.DataFrame):
+        content.to_parquet(path)
+    else:
+        path.write_text(json.dumps(content))
+    return str(path)
+
+
+def labelled_tweets(labels, texts=None):
+    texts = texts or [f"tweet number {i}" for i in range(len(labels))]
+    return [{"text": t, "sentiment": label} for t, label in zip(texts, labels)]
+
+
+def instruction_records(n=30, **fields):
+    return [{"instruction": f"Say {i}.", "input": "", "output": str(i), **fields} for i in range(n)]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_error_line(code, err, message):
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert message in errors[0], errors[0]
+    assert "Traceback" not in err
+
+
+TWEET_WORDS = {"positive": ["love", "great", "happy"], "negative": ["hate", "awful", "sad"], "neutral": ["at", "on", "the"]}
+
+
+def random_tweets(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = ["positive", "negative", "neutral"][i % 3]
+        words = " ".join(rng.choice(TWEET_WORDS[label], size=1 + i % 5))
+        rows.append({"text": f"i {words} this {i}", "sentiment": label})
+    return rows
+
+
+def hand_mean_loss(model, examples) -> tuple[float, int]:
+    """Each example alone: summed cross-entropy of label[i + 1] given tokens up to i, over labels that are not
+    -100, divided by how many there are."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for example in examples:
+            inputs = {"input_ids": torch.tensor([example["input_ids"]])}
+            if "position_ids" in example:
+                inputs["position_ids"] = torch.tensor([example["position_ids"]])
+            logits = model(**inputs, use_cache=False).logits[0, :-1]
+            targets = torch.tensor(example["labels"][1:])
+            total += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+            count += int((targets != -100).sum())
+    return total / count, count
+
+
+def ids_of(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def expected_chatml(tokenizer, messages):
+    """Ids and labels assembled by hand: each turn is <|im_start|> role\\ncontent <|im_end|> \\n; the targets are
+    each assistant content and its <|im_end|> (not the newline after it)."""
+    start, end = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
+    newline = ids_of(tokenizer, "\n")
+    ids, labels = [], []
+    for message in messages:
+        head = [start] + ids_of(tokenizer, message["role"] + "\n")
+        content = ids_of(tokenizer, message["content"]) + [end]
+        ids += head + content + newline
+        targets = content if message["role"] == "assistant" else [-100] * len(content)
+        labels += [-100] * len(head) + targets + [-100] * len(newline)
+    return ids, labels
+
+
+# Runs cli.main in a fresh interpreter and reports which heavy libraries the command imported.
+PROBE = """
+import sys
+from hf_recipes import cli, flag_index
+try:
+    code = cli.main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+heavy = [m for m in ("torch", "transformers", "datasets", "matplotlib", "sklearn") if m in sys.modules]
+print("heavy imports:", ",".join(heavy) or "none")
+sys.exit(code)
+"""
+
+
+def run_fresh(*argv: str, probe: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", PROBE, *argv] if probe else [sys.executable, "-m", "hf_recipes", *argv]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})

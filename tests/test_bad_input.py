@@ -14,14 +14,9 @@ import pytest
 
 from hf_recipes import recipes
 from hf_recipes import cli
-from tests.conftest import SAMPLES, TOKENIZER_DIR, cli_args
+from tests.conftest import (assert_one_error_line, cli_args, instruction_records, labelled_tweets, SAMPLE_DATA,
+                           snapshot, TOKENIZER_DIR, write_file)
 
-BASE = {
-    "sentiment": {"train_file": str(SAMPLES / "sentiment" / "train.csv"), "label_column": "sentiment",
-                  "test_file": str(SAMPLES / "sentiment" / "test.csv")},
-    "lyrics": {"train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 64},
-    "instruct": {"train_file": str(SAMPLES / "instructions" / "instructions.json")},
-}
 
 
 class Case:
@@ -31,7 +26,7 @@ class Case:
         self.recipe, self.change, self.message, self.verb = recipe, change, message, verb
 
     def argv(self, user: Path, run: dict, models: dict) -> list[str]:
-        values = {**run, **BASE[self.recipe], **self.change(user)}
+        values = {**run, **SAMPLE_DATA[self.recipe], **self.change(user)}
         return [self.verb, self.recipe, *cli_args(values)]
 
 
@@ -54,26 +49,10 @@ class Verb:
         return self.make_argv(user, models)
 
 
-def write(folder: Path, name: str, content) -> str:
-    path = folder / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    elif isinstance(content, str):
-        path.write_text(content, encoding="utf-8")
-    elif isinstance(content, pd.DataFrame):
-        content.to_parquet(path)
-    else:
-        path.write_text(json.dumps(content))
-    return str(path)
 
 
-def tweets(labels, texts=None):
-    texts = texts or [f"tweet number {i}" for i in range(len(labels))]
-    return [{"text": t, "sentiment": label} for t, label in zip(texts, labels)]
 
 
-def records(n=30, **fields):
-    return [{"instruction": f"Say {i}.", "input": "", "output": str(i), **fields} for i in range(n)]
 
 
 def chats(bad_row=None, n=30) -> dict:
@@ -84,7 +63,7 @@ def chats(bad_row=None, n=30) -> dict:
 
     def change(folder: Path) -> dict:
         text = "".join(json.dumps({"messages": messages}) + "\n" for messages in rows)
-        return {"train_file": write(folder, "chat.jsonl", text), "prompt_format": "chat", "messages_column": "messages"}
+        return {"train_file": write_file(folder, "chat.jsonl", text), "prompt_format": "chat", "messages_column": "messages"}
     return change
 
 
@@ -95,7 +74,7 @@ def with_bad_row(rows, index, **fields):
 
 
 def yaml(folder: Path, text: str) -> dict:
-    return {"config": write(folder, "config.yaml", text)}
+    return {"config": write_file(folder, "config.yaml", text)}
 
 
 CLASSES = {
@@ -153,38 +132,38 @@ CLASSES = {
         "block of one token": Case("lyrics", lambda d: {"block_size": 1},
                                    "block_size 1 leaves no room for real text"),
         "prompts longer than max_seq_length": Case(
-            "instruct", lambda d: {"train_file": write(d, "long.json", records(instruction="Say it. " * 60)),
+            "instruct", lambda d: {"train_file": write_file(d, "long.json", instruction_records(instruction="Say it. " * 60)),
                                    "max_seq_length": 96},
             "the train split is empty after preparation; the prompts fill max_seq_length (96)"),
-        "every output empty": Case("instruct", lambda d: {"train_file": write(d, "empty.json", records(output=" "))},
+        "every output empty": Case("instruct", lambda d: {"train_file": write_file(d, "empty.json", instruction_records(output=" "))},
                                    "the train split is empty after dropping rows with empty 'output'"),
-        "no conversation answered": Case("instruct", lambda d: chats()(d) | {"train_file": write(
+        "no conversation answered": Case("instruct", lambda d: chats()(d) | {"train_file": write_file(
             d, "unanswered.jsonl", (json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n") * 30)},
             "the train split is empty after dropping rows without an assistant answer in 'messages'"),
-        "every text empty": Case("sentiment", lambda d: {"train_file": write(d, "blank.json", tweets(["a", "b"] * 10,
+        "every text empty": Case("sentiment", lambda d: {"train_file": write_file(d, "blank.json", labelled_tweets(["a", "b"] * 10,
                                                                                                     [""] * 20)),
                                                        "test_file": None},
                                  "the train split is empty after dropping rows with empty 'text'"),
         "learning rate zero": Case("instruct", lambda d: {"learning_rate": 0}, "learning_rate must be a positive"),
         "fewer tokens than a block": Case(
-            "lyrics", lambda d: {"train_file": write(d, "short.txt", "la la\n\n" * 30)},
+            "lyrics", lambda d: {"train_file": write_file(d, "short.txt", "la la\n\n" * 30)},
             "has fewer tokens than one block of 64"),
     },
     # 3. Column types are checked, naming the column, the split and the first bad row.
     "column types": {
-        "integer texts": Case("sentiment", lambda d: {"train_file": write(d, "ints.json", tweets(["a", "b"] * 10,
+        "integer texts": Case("sentiment", lambda d: {"train_file": write_file(d, "ints.json", labelled_tweets(["a", "b"] * 10,
                                                                                                   list(range(20)))),
                                                     "test_file": None},
                               "column 'text' of the train split"),
-        "list texts": Case("sentiment", lambda d: {"train_file": write(d, "lists.json", tweets(
+        "list texts": Case("sentiment", lambda d: {"train_file": write_file(d, "lists.json", labelled_tweets(
             ["a", "b"] * 10, [[f"w{i}", "x"] for i in range(20)])), "test_file": None},
             "must hold text, but row 1 holds list"),
-        "nested list outputs": Case("instruct", lambda d: {"train_file": write(
-            d, "nested.json", [{**r, "output": [[r["output"]]]} for r in records()])},
+        "nested list outputs": Case("instruct", lambda d: {"train_file": write_file(
+            d, "nested.json", [{**r, "output": [[r["output"]]]} for r in instruction_records()])},
             "column 'output' of the train split"),
         "one integer instruction among strings": Case(
-            "instruct", lambda d: {"train_file": write(d, "mixed.jsonl", "\n".join(
-                json.dumps(r) for r in with_bad_row(records(), 7, instruction=7)))},
+            "instruct", lambda d: {"train_file": write_file(d, "mixed.jsonl", "\n".join(
+                json.dumps(r) for r in with_bad_row(instruction_records(), 7, instruction=7)))},
             "instruction"),
         "messages that are not a list": Case("instruct", chats("hi"), "must hold lists of {role, content} messages, "
                                                                      "but row 5 holds str 'hi'"),
@@ -196,17 +175,17 @@ CLASSES = {
             "instruct", chats([{"role": "user", "content": 5}, {"role": "assistant", "content": "y"}]),
             "but row 5 has message 1 whose content is int 5, not text"),
         "parquet text column of integers": Case(
-            "lyrics", lambda d: {"train_file": write(d, "songs.parquet", pd.DataFrame({"text": range(50)}))},
+            "lyrics", lambda d: {"train_file": write_file(d, "songs.parquet", pd.DataFrame({"text": range(50)}))},
             "column 'text' of the train split"),
         "repeated CSV header": Case(
-            "sentiment", lambda d: {"train_file": write(d, "twice.csv", "id,text,text,sentiment\n1,hi,ho,positive\n"),
+            "sentiment", lambda d: {"train_file": write_file(d, "twice.csv", "id,text,text,sentiment\n1,hi,ho,positive\n"),
                                     "test_file": None},
             "names the column 'text' twice in its header"),
-        "float labels": Case("sentiment", lambda d: {"train_file": write(d, "floats.json", tweets([0.5, 1.5] * 10)),
+        "float labels": Case("sentiment", lambda d: {"train_file": write_file(d, "floats.json", labelled_tweets([0.5, 1.5] * 10)),
                                                      "test_file": None},
                              "label column 'sentiment' of the train split must hold label names or whole numbers, "
                              "but row 1 holds float"),
-        "list labels": Case("sentiment", lambda d: {"train_file": write(d, "listlab.json", tweets([["a"], ["b"]] * 10)),
+        "list labels": Case("sentiment", lambda d: {"train_file": write_file(d, "listlab.json", labelled_tweets([["a"], ["b"]] * 10)),
                                                     "test_file": None},
                             "but row 1 holds list"),
     },
@@ -217,13 +196,13 @@ CLASSES = {
         "unknown label in the data": Case("sentiment", lambda d: {"labels": ["negative", "positive"]},
                                           "label 'neutral' in the train split is not a known label"),
         "integer label out of range": Case(
-            "sentiment", lambda d: {"train_file": write(d, "ints.json", tweets([0, 1] * 10)),
-                                    "test_file": write(d, "ints_test.json", tweets([1, 5]))},
+            "sentiment", lambda d: {"train_file": write_file(d, "ints.json", labelled_tweets([0, 1] * 10)),
+                                    "test_file": write_file(d, "ints_test.json", labelled_tweets([1, 5]))},
             "label '5' in the test split is not a known label (0, 1)"),
-        "mixed label kinds": Case("sentiment", lambda d: {"train_file": write(d, "mixed.json", tweets(["positive", 1] * 10)),
+        "mixed label kinds": Case("sentiment", lambda d: {"train_file": write_file(d, "mixed.json", labelled_tweets(["positive", 1] * 10)),
                                                           "test_file": None},
                                   "train labels mix numbers and names (e.g. '1' and 'positive')"),
-        "null labels": Case("sentiment", lambda d: {"train_file": write(d, "null.json", tweets(["positive", None] * 10)),
+        "null labels": Case("sentiment", lambda d: {"train_file": write_file(d, "null.json", labelled_tweets(["positive", None] * 10)),
                                                     "test_file": None},
                             "rows have no 'sentiment' value"),
     },
@@ -249,14 +228,14 @@ CLASSES = {
             lambda d, m: ["generate", "--model_dir", m["lyrics"], "--prompt", "x", "--temperature", "0"],
             "temperature must be a positive number, got 0.0 (for greedy decoding set do_sample false)"),
         "a model folder that is not a folder": Verb(
-            lambda d, m: ["generate", "--model_dir", write(d, "model.txt", "x"), "--prompt", "x"], "model_dir not found"),
+            lambda d, m: ["generate", "--model_dir", write_file(d, "model.txt", "x"), "--prompt", "x"], "model_dir not found"),
     },
     # 7. Paths, shapes and library errors: still one line, exit 2.
     "paths and shapes": {
         "empty output_dir": Case("sentiment", lambda d: {"output_dir": ""}, "output_dir is empty"),
-        "output_dir under a file": Case("sentiment", lambda d: {"output_dir": write(d, "afile", "x") + "/run"},
+        "output_dir under a file": Case("sentiment", lambda d: {"output_dir": write_file(d, "afile", "x") + "/run"},
                                         "cannot be created: "),
-        "output_dir is a file": Case("lyrics", lambda d: {"output_dir": write(d, "notes.txt", "mine")},
+        "output_dir is a file": Case("lyrics", lambda d: {"output_dir": write_file(d, "notes.txt", "mine")},
                                      "cannot be created: "),
         "YAML list for num_train_epochs": Case("sentiment", lambda d: yaml(d, "num_train_epochs: [1, 2]\n"),
                                                "config key 'num_train_epochs' in"),
@@ -268,14 +247,14 @@ CLASSES = {
         "non-number for a number": Case("sentiment", lambda d: {"num_train_epochs": "many"}, "invalid float value"),
         "missing file": Case("sentiment", lambda d: {"train_file": str(d / "nope.csv")}, "train_file not found"),
         "directory instead of file": Case("sentiment", lambda d: {"train_file": str(d)}, "train_file is a directory"),
-        "empty file": Case("sentiment", lambda d: {"train_file": write(d, "empty.csv", "")}, "train_file is empty"),
-        "unsupported file type": Case("lyrics", lambda d: {"train_file": write(d, "songs.docx", "la la")},
+        "empty file": Case("sentiment", lambda d: {"train_file": write_file(d, "empty.csv", "")}, "train_file is empty"),
+        "unsupported file type": Case("lyrics", lambda d: {"train_file": write_file(d, "songs.docx", "la la")},
                                       "unsupported extension '.docx'"),
-        "non-UTF-8 bytes": Case("sentiment", lambda d: {"train_file": write(
+        "non-UTF-8 bytes": Case("sentiment", lambda d: {"train_file": write_file(
             d, "latin.csv", "text,sentiment\ncaf\xe9,positive\n".encode("latin-1"))}, "train_file is not UTF-8 text"),
-        "wrong CSV delimiter": Case("sentiment", lambda d: {"train_file": write(
+        "wrong CSV delimiter": Case("sentiment", lambda d: {"train_file": write_file(
             d, "semi.csv", "text;sentiment\nhi;positive\nno;negative\n")}, "column 'text' not found in train data"),
-        "JSON object instead of records": Case("instruct", lambda d: {"train_file": write(
+        "JSON object instead of records": Case("instruct", lambda d: {"train_file": write_file(
             d, "object.json", {"instruction": "a", "n": 1})}, "column 'output' not found in train data"),
         "unknown recipe": Verb(lambda d, m: ["train", "sentimental"], "unknown recipe 'sentimental'",
                                needs_runs=False),
@@ -324,12 +303,12 @@ CLASSES = {
     # 9. Labels that differ only in case or surrounding spaces are one label (--normalize_labels) or an error.
     "near-duplicate labels": {
         "case and spaces in train": Case(
-            "sentiment", lambda d: {"train_file": write(d, "cased.json", tweets(["Positive", "negative", "positive ",
+            "sentiment", lambda d: {"train_file": write_file(d, "cased.json", labelled_tweets(["Positive", "negative", "positive ",
                                                                                 "POSITIVE"] * 6)), "test_file": None},
             "labels 'Positive' (row 1 of "),
         "test spelled unlike train": Case(
-            "sentiment", lambda d: {"train_file": write(d, "train.json", tweets(["positive", "negative"] * 10)),
-                                    "test_file": write(d, "test.json", tweets(["Negative", "positive"]))},
+            "sentiment", lambda d: {"train_file": write_file(d, "train.json", labelled_tweets(["positive", "negative"] * 10)),
+                                    "test_file": write_file(d, "test.json", labelled_tweets(["Negative", "positive"]))},
             "and 'Negative' (row 1 of "),
         "--labels spelled twice": Case("sentiment", lambda d: {"labels": ["negative", "Negative", "neutral", "positive"]},
                                        "--labels lists 'negative' and 'Negative', which differ only in case"),
@@ -337,7 +316,7 @@ CLASSES = {
             "sentiment", lambda d: {"labels": ["Negative", "Neutral", "Positive"]},
             "differs from 'Negative' only in case or surrounding spaces: pass --normalize_labels true"),
         "a trailing space": Case(
-            "sentiment", lambda d: {"train_file": write(d, "space.csv", "text,sentiment\n" + "".join(
+            "sentiment", lambda d: {"train_file": write_file(d, "space.csv", "text,sentiment\n" + "".join(
                 f"tweet {i},{'positive ' if i == 7 else ['positive', 'negative'][i % 2]}\n" for i in range(20))),
                                     "test_file": None},
             "and 'positive ' (row 8 of "),
@@ -382,16 +361,16 @@ CLASSES = {
         "a directory as test_file": Case("instruct", lambda d: {"test_file": str(d)}, "test_file is a directory"),
         "a broken symlink": Case("instruct", lambda d: {"train_file": symlink(d, "gone.json", str(d / "nowhere"))},
                                  "is a broken symbolic link"),
-        "a header-only CSV": Case("sentiment", lambda d: {"train_file": write(d, "header.csv", "text,sentiment\n")},
+        "a header-only CSV": Case("sentiment", lambda d: {"train_file": write_file(d, "header.csv", "text,sentiment\n")},
                                   "has a header (text, sentiment) but no rows: add data rows below it"),
         "a header-only TSV test file": Case("sentiment", lambda d: {
-            "train_file": write(d, "train.tsv", "text\tsentiment\n" + "hi\tpositive\nno\tnegative\n" * 10),
-            "test_file": write(d, "test.tsv", "text\tsentiment\n\n")}, "has a header (text, sentiment) but no rows"),
-        "an empty JSON list": Case("instruct", lambda d: {"train_file": write(d, "none.json", [])},
+            "train_file": write_file(d, "train.tsv", "text\tsentiment\n" + "hi\tpositive\nno\tnegative\n" * 10),
+            "test_file": write_file(d, "test.tsv", "text\tsentiment\n\n")}, "has a header (text, sentiment) but no rows"),
+        "an empty JSON list": Case("instruct", lambda d: {"train_file": write_file(d, "none.json", [])},
                                    "holds no records: pass a file with data"),
-        "blank JSON lines": Case("instruct", lambda d: {"train_file": write(d, "blank.jsonl", "\n\n  \n")},
+        "blank JSON lines": Case("instruct", lambda d: {"train_file": write_file(d, "blank.jsonl", "\n\n  \n")},
                                  "holds no records"),
-        "a parquet file without rows": Case("lyrics", lambda d: {"train_file": write(
+        "a parquet file without rows": Case("lyrics", lambda d: {"train_file": write_file(
             d, "none.parquet", pd.DataFrame({"text": pd.Series([], dtype=str)}))}, "holds columns but no rows"),
     },
     # 12. Library errors in our words, naming our flag, before anything is written.
@@ -424,7 +403,7 @@ CLASSES = {
         "output_dir a broken symlink": Case("lyrics", lambda d: {"output_dir": symlink(d, "out", str(d / "gone"))},
                                             "is a broken symbolic link (to "),
         "sweep into an output_dir that is a file": Case(
-            "sentiment", lambda d: {"output_dir": write(d, "results.txt", "mine"), "n_trials": 1},
+            "sentiment", lambda d: {"output_dir": write_file(d, "results.txt", "mine"), "n_trials": 1},
             "results.txt is a file; choose another --output_dir", verb="sweep"),
         "sweep into a broken symlink": Case(
             "lyrics", lambda d: {"output_dir": symlink(d, "sweeps", str(d / "gone")), "n_trials": 1},
@@ -432,18 +411,18 @@ CLASSES = {
     },
     # 13. Label errors give the row of the user's file, also when validation is carved from it (which shuffles).
     "rows of the file": {
-        "a float label": Case("sentiment", lambda d: {"train_file": write(d, "float.json", tweets(
+        "a float label": Case("sentiment", lambda d: {"train_file": write_file(d, "float.json", labelled_tweets(
             ["a", "b"] * 8 + [0.5] + ["a"] * 5)), "test_file": None}, "but row 17 holds float 0.5"),
-        "a label outside --labels": Case("sentiment", lambda d: {"train_file": write(d, "odd.json", tweets(
+        "a label outside --labels": Case("sentiment", lambda d: {"train_file": write_file(d, "odd.json", labelled_tweets(
             ["a", "b"] * 11 + ["c"])), "test_file": None, "labels": ["a", "b"]},
             "label 'c' in the train split is not a known label (a, b): row 23 of "),
-        "after rows with empty texts": Case("sentiment", lambda d: {"train_file": write(d, "gaps.json", tweets(
+        "after rows with empty texts": Case("sentiment", lambda d: {"train_file": write_file(d, "gaps.json", labelled_tweets(
             ["a", "b"] * 10 + ["B"], [""] * 5 + [f"t{i}" for i in range(16)])), "test_file": None},
             "and 'B' (row 21 of "),
-        "a row without a label": Case("sentiment", lambda d: {"train_file": write(d, "gap.json", tweets(
+        "a row without a label": Case("sentiment", lambda d: {"train_file": write_file(d, "gap.json", labelled_tweets(
             ["a", "b"] * 9 + [None] + ["a"])), "test_file": None}, "1 train rows have no 'sentiment' value (the first: "
                                                                     "row 19 of "),
-        "an unknown label in the test file": Case("sentiment", lambda d: {"test_file": write(
+        "an unknown label in the test file": Case("sentiment", lambda d: {"test_file": write_file(
             d, "t.csv", "text,sentiment\na,positive\nb,negative\nc,sarcastic\n")},
             "label 'sarcastic' in the test split is not a known label (negative, neutral, positive): row 3 of "),
     },
@@ -471,7 +450,7 @@ def unix_socket(folder: Path, name: str) -> str:
 
 
 def model_without_weights(folder: Path, **config) -> dict:
-    write(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
+    write_file(folder, "config.json", {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128,
                                   **config})
     return {"model_name_or_path": str(folder), "model_type": None, "config_overrides": None}
 
@@ -492,7 +471,7 @@ def finished_runs(tmp_path_factory):
     runs = {}
     for name in ("sentiment", "lyrics"):
         out = folder / name
-        recipes.get(name).run(**{**tiny(out), **BASE[name], "max_steps": 1, "save_strategy": "steps",
+        recipes.get(name).run(**{**tiny(out), **SAMPLE_DATA[name], "max_steps": 1, "save_strategy": "steps",
                                  "save_steps": 1})
         runs[name] = str(out)
     return runs
@@ -505,17 +484,8 @@ def tiny(output_dir: Path) -> dict:
             "disable_tqdm": True, "mixed_precision": "no", "use_cpu": True, "max_steps": 2}
 
 
-def snapshot(folder: Path) -> dict:
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def assert_one_error_line(code, err, message):
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert code == 2, err
-    assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert message in errors[0], errors[0]
-    assert "Traceback" not in err
 
 
 def refused_by_class(cls: str):
@@ -544,9 +514,9 @@ globals().update({name: refused_by_class(cls) for name, cls in {
 
 
 def test_normalize_labels_merges_what_the_error_names(tmp_path, capsys):
-    cased = write(tmp_path, "cased.json", tweets(["positive", "negative", "positive ", "POSITIVE", "Negative",
+    cased = write_file(tmp_path, "cased.json", labelled_tweets(["positive", "negative", "positive ", "POSITIVE", "Negative",
                                                                  "negative"] * 6))
-    run = {**tiny(tmp_path / "run"), **BASE["sentiment"], "train_file": cased, "test_file": None, "max_steps": 1}
+    run = {**tiny(tmp_path / "run"), **SAMPLE_DATA["sentiment"], "train_file": cased, "test_file": None, "max_steps": 1}
     assert_one_error_line(cli.main(["train", "sentiment", *cli_args(run)]), capsys.readouterr().err,
                           "pass --normalize_labels true to merge them")
     assert cli.main(["train", "sentiment", *cli_args({**run, "normalize_labels": True})]) == 0
@@ -560,7 +530,7 @@ def assert_refused(hostile, case: str, tmp_path: Path, capsys, request) -> None:
     user.mkdir()
     models = request.getfixturevalue("finished_runs") if getattr(hostile, "needs_runs", False) else {}
     if "another recipe" in case:
-        recipes.get("sentiment").run(**{**tiny(user / "sentiment-run"), **BASE["sentiment"], "max_steps": 1,
+        recipes.get("sentiment").run(**{**tiny(user / "sentiment-run"), **SAMPLE_DATA["sentiment"], "max_steps": 1,
                                         "save_strategy": "steps", "save_steps": 1})
     output_dir = tmp_path / "run"
     argv = hostile.argv(user, tiny(output_dir), models)
@@ -584,7 +554,7 @@ def test_a_failure_while_saving_is_one_line_and_leaves_nothing(tmp_path, capsys,
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "model.safetensors"))
 
     monkeypatch.setattr(RecipeTrainer, "save_model", disk_full)
-    code = cli.main(["train", "lyrics", *cli_args({**tiny(tmp_path / "run"), **BASE["lyrics"]})])
+    code = cli.main(["train", "lyrics", *cli_args({**tiny(tmp_path / "run"), **SAMPLE_DATA["lyrics"]})])
     assert_one_error_line(code, capsys.readouterr().err, "No space left on device: ")
     assert not (tmp_path / "run").exists()
 
@@ -600,7 +570,7 @@ def test_an_interrupted_run_is_one_line_and_keeps_only_what_resumes(tmp_path, ca
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RecipeTrainer, "training_step", interrupted_at_step_3)
-    run = {**tiny(tmp_path / "run"), **BASE["lyrics"], "max_steps": 4, "save_strategy": "steps", "save_steps": 1}
+    run = {**tiny(tmp_path / "run"), **SAMPLE_DATA["lyrics"], "max_steps": 4, "save_strategy": "steps", "save_steps": 1}
     assert_one_error_line(cli.main(["train", "lyrics", *cli_args(run)]), capsys.readouterr().err, "interrupted")
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
 
@@ -611,7 +581,7 @@ def test_an_interrupted_run_is_one_line_and_keeps_only_what_resumes(tmp_path, ca
 
 
 def test_a_multi_line_library_message_is_joined_not_cut(tmp_path, capsys):
-    run = {**tiny(tmp_path / "run"), **BASE["sentiment"], "load_best_model_at_end": True, "eval_strategy": "epoch",
+    run = {**tiny(tmp_path / "run"), **SAMPLE_DATA["sentiment"], "load_best_model_at_end": True, "eval_strategy": "epoch",
            "save_strategy": "no"}
     code = cli.main(["train", "sentiment", *cli_args(run)])
     line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -637,7 +607,7 @@ def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(signals, tm
 
     from tests.conftest import REPO
 
-    run = {**tiny(tmp_path / "run"), **BASE["lyrics"], "max_steps": 100000, "logging_steps": 1}
+    run = {**tiny(tmp_path / "run"), **SAMPLE_DATA["lyrics"], "max_steps": 100000, "logging_steps": 1}
     process = subprocess.Popen([sys.executable, "-u", "-m", "hf_recipes.cli", "train", "lyrics", *cli_args(run)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})

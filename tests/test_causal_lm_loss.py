@@ -2,11 +2,9 @@
 and that is not -100 counts once, no more."""
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 from hf_recipes.recipes import instruct, lyrics
-from tests.conftest import SAMPLES
+from tests.conftest import hand_mean_loss, SAMPLES
 
 NO_DROPOUT = "n_layer=1,n_embd=32,n_head=2,n_positions=128,resid_pdrop=0,embd_pdrop=0,attn_pdrop=0"
 
@@ -16,20 +14,6 @@ def one_step(tiny_model_args, **extra) -> dict:
             "per_device_train_batch_size": 64, "gradient_accumulation_steps": 1, "learning_rate": 1e-3, **extra}
 
 
-def hand_mean_loss(model, examples) -> tuple[float, int]:
-    """Each example alone: summed cross-entropy of label[i + 1] given tokens up to i, over labels that are not
-    -100, divided by how many there are."""
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for example in examples:
-            inputs = {"input_ids": torch.tensor([example["input_ids"]])}
-            if "position_ids" in example:
-                inputs["position_ids"] = torch.tensor([example["position_ids"]])
-            logits = model(**inputs, use_cache=False).logits[0, :-1]
-            targets = torch.tensor(example["labels"][1:])
-            total += F.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
-            count += int((targets != -100).sum())
-    return total / count, count
 
 
 CASES = {

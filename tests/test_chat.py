@@ -12,14 +12,14 @@ from transformers import (AutoConfig, AutoTokenizer, DataCollatorWithFlattening,
                           pipeline)
 
 from hf_recipes import cli
-from hf_recipes.chat import CHATML_TEMPLATE, IM_END, IM_START, chat_examples, use_chat_template
+from hf_recipes.chat import CHATML_TEMPLATE, IM_END, chat_examples, use_chat_template
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import ModelArguments
 from hf_recipes.errors import RecipeError
 from hf_recipes.model import load_tokenizer
 from hf_recipes.recipes import instruct
 from hf_recipes.recipes.instruct import InstructArguments, conversations
-from tests.conftest import SAMPLES, TOKENIZER_DIR, tiny_overrides
+from tests.conftest import expected_chatml, ids_of, SAMPLES, tiny_overrides, TOKENIZER_DIR
 
 TWO_TURNS = [
     {"role": "system", "content": "You are terse."},
@@ -39,8 +39,6 @@ LLAMA_LIKE = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id
               "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
 
 
-def ids_of(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def chatml_tokenizer():
@@ -49,19 +47,6 @@ def chatml_tokenizer():
     return tokenizer
 
 
-def expected_chatml(tokenizer, messages):
-    """Ids and labels assembled by hand: each turn is <|im_start|> role\\ncontent <|im_end|> \\n; the targets are
-    each assistant content and its <|im_end|> (not the newline after it)."""
-    start, end = tokenizer.convert_tokens_to_ids([IM_START, IM_END])
-    newline = ids_of(tokenizer, "\n")
-    ids, labels = [], []
-    for message in messages:
-        head = [start] + ids_of(tokenizer, message["role"] + "\n")
-        content = ids_of(tokenizer, message["content"]) + [end]
-        ids += head + content + newline
-        targets = content if message["role"] == "assistant" else [-100] * len(content)
-        labels += [-100] * len(head) + targets + [-100] * len(newline)
-    return ids, labels
 
 
 def write_conversations(path: Path) -> Path:

@@ -20,8 +20,7 @@ from hf_recipes.checks import Baseline, find_leakage, fit_verdict, normalize_tex
 from hf_recipes.report import metrics_table
 from hf_recipes.forgetting import backbone_with_head, text_perplexity
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import TOKENIZER_DIR
-from tests.test_sentiment import tweets
+from tests.conftest import random_tweets, TOKENIZER_DIR
 
 
 # ---- leakage ------------------------------------------------------------------------------------------------
@@ -59,7 +58,7 @@ def write_csv(path, texts_and_labels):
 
 @pytest.fixture
 def leaky_sentiment(tmp_path, tiny_model_args):
-    rows = [(r["text"], r["sentiment"]) for r in tweets(30)]
+    rows = [(r["text"], r["sentiment"]) for r in random_tweets(30)]
     train = rows + [("I love it", "positive"), ("i  LOVE it", "positive"), ("dup row", "neutral"), ("dup row", "neutral")]
     return {
         **tiny_model_args, "label_column": "sentiment",

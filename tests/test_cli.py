@@ -2,9 +2,6 @@
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from transformers import TrainingArguments
@@ -12,26 +9,7 @@ from transformers import TrainingArguments
 import hf_recipes
 from hf_recipes import cli, flag_index
 from hf_recipes.config import recipe_dataclasses
-from tests.conftest import REPO
-
-# Runs cli.main in a fresh interpreter and reports which heavy libraries the command imported.
-PROBE = """
-import sys
-from hf_recipes import cli, flag_index
-try:
-    code = cli.main(sys.argv[1:])
-except SystemExit as exit:
-    code = exit.code
-heavy = [m for m in ("torch", "transformers", "datasets", "matplotlib", "sklearn") if m in sys.modules]
-print("heavy imports:", ",".join(heavy) or "none")
-sys.exit(code)
-"""
-
-
-def run_fresh(*argv: str, probe: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", PROBE, *argv] if probe else [sys.executable, "-m", "hf_recipes", *argv]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+from tests.conftest import run_fresh
 
 
 def test_python_m_prints_the_version():

@@ -20,8 +20,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 from hf_recipes import recipes
-from tests.conftest import REPO, SAMPLES, cli_args
-from tests.test_reliability import TASK_DATA, final_metrics
+from tests.conftest import cli_args, final_metrics, REPO, SAMPLES, TASK_DATA
 
 CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
 BIN = Path(sys.executable).parent

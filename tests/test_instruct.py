@@ -16,7 +16,7 @@ from hf_recipes.recipes import instruct
 from hf_recipes.judge import judge_scores
 from hf_recipes.prompts import render_prompt
 from hf_recipes.recipes.instruct import InstructArguments
-from tests.conftest import SAMPLES, SHARED_DATA, cli_args, needs_shared
+from tests.conftest import cli_args, needs_shared, SAMPLES, SHARED_DATA
 
 RECORDS = SAMPLES / "instructions" / "instructions.json"
 HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request."

@@ -18,10 +18,8 @@ from hf_recipes.adapters import MERGED_DIR, adapted_module_names
 from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
 from hf_recipes import run as run_lifecycle
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import TOKENIZER_DIR, card_snippet, cli_args, run_card_snippet, tiny_overrides
-from tests.test_bad_input import assert_one_error_line, snapshot
-from tests.test_causal_lm_loss import hand_mean_loss
-from tests.test_reliability import TASK_DATA
+from tests.conftest import (assert_one_error_line, card_snippet, cli_args, hand_mean_loss, run_card_snippet,
+                           snapshot, TASK_DATA, tiny_overrides, TOKENIZER_DIR)
 
 LORA_R = 4
 

@@ -10,7 +10,7 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.recipes import lyrics
 from hf_recipes.recipes.lyrics import BlockPacker, read_songs, split_songs
-from tests.conftest import SAMPLES, SHARED_DATA, needs_shared
+from tests.conftest import needs_shared, SAMPLES, SHARED_DATA
 
 SONGS = SAMPLES / "lyrics" / "songs.txt"
 

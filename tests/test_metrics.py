@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 from hf_recipes import cli, metrics
 from hf_recipes.metrics import METRIC_MODULES, load_metric, shipped_metric
 from hf_recipes.recipes import instruct, sentiment
-from tests.conftest import SAMPLES, cli_args
+from tests.conftest import cli_args, SAMPLES
 
 SENTIMENT = {"train_file": str(SAMPLES / "sentiment" / "train.csv"), "test_file": str(SAMPLES / "sentiment" / "test.csv"),
              "label_column": "sentiment", "max_train_samples": 64, "max_eval_samples": 24, "max_test_samples": 24,

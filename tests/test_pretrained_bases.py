@@ -16,8 +16,8 @@ from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
 from hf_recipes.model import bos_prefix
 from hf_recipes.predict import classify
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import BASE_FAMILIES, SAMPLES, QWEN_INSTRUCT_GENERATION, save_pretrained_base, tiny_overrides
-from tests.test_reliability import TASK_DATA
+from tests.conftest import (BASE_FAMILIES, QWEN_INSTRUCT_GENERATION, SAMPLES, save_pretrained_base, TASK_DATA,
+                           tiny_overrides)
 
 GREEDY = {"do_sample": False, "repetition_penalty": 1.0, "max_new_tokens": 10}
 RECIPES = {"sentiment": sentiment, "lyrics": lyrics, "instruct": instruct, "instruct-chat": instruct}

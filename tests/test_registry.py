@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from hf_recipes import cli, recipes
-from tests.conftest import REPO, SAMPLES, cli_args
+from tests.conftest import cli_args, REPO, SAMPLES
 
 ECHO_RECIPE = '''
 from pathlib import Path

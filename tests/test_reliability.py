@@ -20,17 +20,8 @@ from transformers import TrainerState, set_seed
 from hf_recipes.run_folder import last_complete_checkpoint
 from hf_recipes.trainer import RecipeTrainer
 from hf_recipes.run import train_loss_of_resumed_run
-from tests.conftest import SAMPLES, cli_args
+from tests.conftest import cli_args, final_metrics, TASK_DATA
 
-TASK_DATA = {
-    "sentiment": {"train_file": str(SAMPLES / "sentiment" / "train.csv"),
-                  "test_file": str(SAMPLES / "sentiment" / "test.csv"),
-                  "label_column": "sentiment", "max_train_samples": 200, "max_test_samples": 50},
-    "lyrics": {"train_file": str(SAMPLES / "lyrics" / "songs.txt"), "block_size": 64, "max_new_tokens": 4,
-               "prompts": ["Down by"]},
-    "instruct": {"train_file": str(SAMPLES / "instructions" / "instructions.json"), "max_new_tokens": 4,
-                 "max_train_samples": 120},
-}
 RECIPES = list(TASK_DATA)
 
 
@@ -40,11 +31,6 @@ def settings(tiny_model_args, name, output_dir):
             "logging_steps": 1}
 
 
-def final_metrics(metrics):
-    """The metrics a resumed run must reproduce: evaluation, test, and the whole run's mean training loss."""
-    return {k: v for k, v in metrics.items()
-            if (k.startswith(("eval_", "test_")) or k == "train_loss") and "runtime" not in k
-            and "per_second" not in k and "preparation_time" not in k}
 
 
 def crash_at(monkeypatch, step, error=RuntimeError("simulated crash")):

@@ -13,16 +13,15 @@ import yaml
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.recipes import sentiment
-from tests.conftest import REPO, card_snippet, cli_args, run_card_snippet, tiny_overrides
-from tests.test_sentiment import tweets
+from tests.conftest import card_snippet, cli_args, random_tweets, REPO, run_card_snippet, tiny_overrides
 
 RUN_MEASUREMENTS = ("runtime", "per_second", "preparation_time", "samples", "flos")
 
 
 def sentiment_run(folder: Path, **settings) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(tweets(40)).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame(tweets(12, seed=1)).to_csv(folder / "test.csv", index=False)
+    pd.DataFrame(random_tweets(40)).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(random_tweets(12, seed=1)).to_csv(folder / "test.csv", index=False)
     return {**tiny_overrides(folder / "run"), "train_file": str(folder / "train.csv"),
             "test_file": str(folder / "test.csv"), "label_column": "sentiment", "logging_steps": 1,
             "per_device_train_batch_size": 4, **settings}

@@ -12,8 +12,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_recipes import recipes
 from hf_recipes import cli
-from tests.conftest import cli_args
-from tests.test_reliability import TASK_DATA
+from tests.conftest import cli_args, TASK_DATA
 
 MODEL_TOKEN, HUB_TOKEN = "hf_modelTokenThatMustNotLeak", "hf_hubTokenThatMustNotLeak"
 

@@ -2,14 +2,13 @@
 generation_config.json, and (instruct) the prompt format as the tokenizer's chat template."""
 
 import json
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer, GenerationConfig, pipeline, set_seed
 
 from hf_recipes.recipes import instruct, lyrics
 from hf_recipes.recipes.instruct import InstructArguments, render_prompt
-from tests.conftest import SAMPLES, card_snippet, run_card_snippet
+from tests.conftest import card_snippet, run_card_snippet, SAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -9,29 +9,20 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
 
 from hf_recipes import cli
-from tests.conftest import SHARED_DATA, cli_args, needs_shared
+from tests.conftest import cli_args, needs_shared, random_tweets, SHARED_DATA
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics
 from hf_recipes.recipes import sentiment
 from hf_recipes.recipes.sentiment import label_names
 
-WORDS = {"positive": ["love", "great", "happy"], "negative": ["hate", "awful", "sad"], "neutral": ["at", "on", "the"]}
 
 
-def tweets(n, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        label = ["positive", "negative", "neutral"][i % 3]
-        words = " ".join(rng.choice(WORDS[label], size=1 + i % 5))
-        rows.append({"text": f"i {words} this {i}", "sentiment": label})
-    return rows
 
 
 @pytest.fixture
 def data_files(tmp_path):
-    pd.DataFrame(tweets(60)).to_csv(tmp_path / "train.csv", index=False)
-    pd.DataFrame(tweets(15, seed=1)).to_csv(tmp_path / "test.csv", index=False)
+    pd.DataFrame(random_tweets(60)).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(random_tweets(15, seed=1)).to_csv(tmp_path / "test.csv", index=False)
     return {"train_file": str(tmp_path / "train.csv"), "test_file": str(tmp_path / "test.csv")}
 
 
@@ -87,7 +78,7 @@ def test_normalize_labels_merges_spellings_under_the_most_frequent_one():
 
 def test_a_run_with_normalize_labels_trains_one_class_per_label(overrides, tmp_path):
     spell = [str.upper, str.title, lambda label: label + " ", lambda label: label + " "]
-    cased = [{**row, "sentiment": spell[i // 3 % 4](row["sentiment"])} for i, row in enumerate(tweets(60))]
+    cased = [{**row, "sentiment": spell[i // 3 % 4](row["sentiment"])} for i, row in enumerate(random_tweets(60))]
     pd.DataFrame(cased).to_csv(tmp_path / "cased.csv", index=False)
     _, prepared = sentiment.build_trainer(**{**overrides, "train_file": str(tmp_path / "cased.csv"),
                                              "normalize_labels": True, "max_steps": 1})

@@ -9,8 +9,8 @@ import pytest
 
 from hf_recipes import recipes
 from hf_recipes import baselines, cli
-from tests.conftest import SHARED_DATA, cli_args, needs_shared
-from tests.test_bad_input import BASE, records, tweets, write
+from tests.conftest import (cli_args, instruction_records, needs_shared, SAMPLE_DATA, SHARED_DATA,
+                           write_file)
 
 
 def finished(output_dir) -> tuple[dict, str]:
@@ -37,7 +37,7 @@ def test_a_step_failing_after_training_is_recorded_and_the_run_finishes(step, ta
         raise ValueError("empty vocabulary;\nperhaps the documents only contain stop words")
 
     monkeypatch.setattr(target, broken)
-    run = {**tiny_model_args, **BASE["sentiment"], "max_steps": 2}
+    run = {**tiny_model_args, **SAMPLE_DATA["sentiment"], "max_steps": 2}
     assert cli.main(["train", "sentiment", *cli_args(run)]) == 0
     out = Path(run["output_dir"])
     assert (out / "model.safetensors").is_file()
@@ -52,7 +52,7 @@ def test_a_step_failing_after_training_is_recorded_and_the_run_finishes(step, ta
 
 
 def test_a_label_listed_without_train_rows_is_warned_about(tiny_model_args, caplog):
-    run = {**tiny_model_args, **BASE["sentiment"], "max_steps": 1, "labels": ["negative", "neutral", "positive",
+    run = {**tiny_model_args, **SAMPLE_DATA["sentiment"], "max_steps": 1, "labels": ["negative", "neutral", "positive",
                                                                                "sarcastic"]}
     assert cli.main(["train", "sentiment", *cli_args(run)]) == 0
     assert "No train row has the label(s) sarcastic" in caplog.text
@@ -61,11 +61,11 @@ def test_a_label_listed_without_train_rows_is_warned_about(tiny_model_args, capl
 
 
 def test_instruction_records_without_an_output_are_dropped_and_counted(tiny_model_args, tmp_path, caplog):
-    rows = records(n=40)
+    rows = instruction_records(n=40)
     for i in (3, 17, 29):
         rows[i]["output"] = "" if i != 17 else None
     rows[5]["instruction"] = "  "
-    run = {**tiny_model_args, "train_file": write(tmp_path, "alpaca.json", rows), "max_steps": 1,
+    run = {**tiny_model_args, "train_file": write_file(tmp_path, "alpaca.json", rows), "max_steps": 1,
            "max_new_tokens": 2, "test_split_percentage": 10, "validation_split_percentage": 10}
     recipe = recipes.get("instruct")
     trainer, prepared = recipe.build_trainer(**run)
@@ -78,9 +78,9 @@ def test_instruction_records_without_an_output_are_dropped_and_counted(tiny_mode
 
 
 def test_a_record_whose_prompt_fills_the_length_is_dropped_not_a_nan(tiny_model_args, tmp_path):
-    rows = records(n=30)
+    rows = instruction_records(n=30)
     rows[4]["input"] = "word " * 200  # its prompt alone is longer than max_seq_length
-    run = {**tiny_model_args, "train_file": write(tmp_path, "long.json", rows), "max_steps": 1, "max_new_tokens": 2,
+    run = {**tiny_model_args, "train_file": write_file(tmp_path, "long.json", rows), "max_steps": 1, "max_new_tokens": 2,
            "max_seq_length": 96}
     trainer, prepared = recipes.get("instruct").build_trainer(**run)
     counts = prepared.facts["records dropped (prompt fills max length)"]
@@ -94,7 +94,7 @@ def test_a_record_whose_prompt_fills_the_length_is_dropped_not_a_nan(tiny_model_
 def test_the_real_instruction_file_with_a_blank_output_trains(tiny_model_args, tmp_path):
     records_ = json.loads((SHARED_DATA / "instructions" / "instruction-data.json").read_text())
     records_[10]["output"] = ""  # as real Alpaca data has
-    path = write(tmp_path, "instructions.json", records_)
+    path = write_file(tmp_path, "instructions.json", records_)
     trainer, prepared = recipes.get("instruct").build_trainer(
         **{**tiny_model_args, "train_file": path, "max_steps": 1, "max_new_tokens": 2, "max_seq_length": 128})
     assert sum(len(prepared.raw[s]) for s in prepared.raw) == len(records_) - 1

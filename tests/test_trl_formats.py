@@ -13,8 +13,7 @@ from hf_recipes.chat import IM_END
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.recipes import instruct
-from tests.conftest import SAMPLES, SHARED_DATA, cli_args, needs_shared, tiny_overrides
-from tests.test_chat import expected_chatml, ids_of
+from tests.conftest import cli_args, expected_chatml, ids_of, needs_shared, SAMPLES, SHARED_DATA, tiny_overrides
 
 SAMPLE = json.loads((SAMPLES / "instructions" / "instructions.json").read_text())
 

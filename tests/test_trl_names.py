@@ -6,8 +6,7 @@ import pytest
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
 from hf_recipes.recipes import instruct, lyrics, sentiment
-from tests.conftest import SAMPLES
-from tests.test_cli import run_fresh
+from tests.conftest import run_fresh, SAMPLES
 
 INSTRUCTIONS = str(SAMPLES / "instructions" / "instructions.json")
 
