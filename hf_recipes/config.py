@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
@@ -422,16 +421,6 @@ class Settings:
                          for cls in self.classes)
         except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__
             raise RecipeError(one_line(err)) from None
-
-
-def given_values(dataclass_types: Sequence[type], argv: Sequence[str]) -> dict[str, Any]:
-    """The fields that the flags in ``argv`` set, read as the parser reads them (``--no_report`` is report: false)
-    and only those."""
-    _, argv, _ = aliases.resolve({}, argv, field_names(dataclass_types), built_in_aliases(dataclass_types))
-    parser = _Parser(dataclass_types, allow_abbrev=False)
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS  # a flag not given leaves no value
-    return vars(parser.parse_known_args(list(argv))[0])
 
 
 def parse_args(
