@@ -352,6 +352,9 @@ class Settings:
             self.actions.setdefault(action.dest, action)  # --x before --no_x
         self.hints = {name: hint for cls in self.classes for name, hint in typing.get_type_hints(cls).items()}
         self.defaults = {name: self.actions[name].default for name in field_names(self.classes)}
+        # Ours only: TrainingArguments reads an unset output_dir as "trainer_output", and "" is an error (check_training)
+        self.emptiable = [name for cls in self.classes if not issubclass(cls, TrainingArguments)
+                          for name in field_names([cls]) if type(None) in typing.get_args(self.hints[name])]
 
     def typed(self, values: dict[str, Any], where: str) -> dict[str, Any]:
         return {key: self.value(key, value, where) for key, value in values.items()}
@@ -412,8 +415,8 @@ class Settings:
             flag = next((t for t in remaining if t.startswith("-")), remaining[0])
             raise RecipeError(f"unknown argument '{flag}'{aliases.suggest(flag, flags_of(self.parser))}")
         given = vars(namespace)
-        for key, value in given.items():  # --key "" on the command line unsets, as null does in YAML
-            if value == "" and type(None) in typing.get_args(self.hints.get(key, str)):
+        for key in self.emptiable:  # --key "" on the command line unsets, as null does in YAML
+            if given[key] == "":
                 given[key] = None
         given.update(overrides)
         try:
