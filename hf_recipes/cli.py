@@ -173,14 +173,17 @@ def saved_recipe(model_dir: str) -> str:
         return "sentiment"  # the classifier loader names what is wrong with the folder
 
 
+# The GenerationArguments `hf-recipes generate` takes as flags; one it is not given is the run's own setting.
+DECODING_FLAGS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                  "generation_seed")
+
+
 def cmd_generate(opts, extra: list[str]) -> int:
     reject_flags(opts, extra)
     if extra:
         raise RecipeError(f"unknown argument '{extra[0]}'")
-    import dataclasses
-
     from hf_recipes import recipes
-    from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
+    from hf_recipes.generation import generate, load_causal_lm, settings_of_run
     from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
 
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
@@ -188,12 +191,8 @@ def cmd_generate(opts, extra: list[str]) -> int:
     name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
     recipe = recipes.get(name)
     prompts = recipe.cli_prompts(opts, saved["task"])
-    known = {f.name for f in dataclasses.fields(GenerationArguments)}
-    settings = GenerationArguments(**{k: v for k, v in saved["task"].items() if k in known})
-    for key in known:
-        if getattr(opts, key, None) is not None:
-            setattr(settings, key, getattr(opts, key))
-    check_generation_settings(settings)
+    settings = settings_of_run(recipe.task_args_class, saved["task"],
+                               **{flag: getattr(opts, flag) for flag in DECODING_FLAGS})
     model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
     answers = generate(model, tokenizer, prompts, settings, add_bos=recipe.cli_add_bos(saved["task"]))
     for prompt, text in zip(prompts, answers):

@@ -36,7 +36,7 @@ from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
 from hf_recipes.data import check_columns, drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
-from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.predict import load_recipe_file
@@ -601,9 +601,7 @@ def generate(model_dir: str | Path, instruction: str | None = None, input: str =
     problem = message_problem(messages) if messages is not None else None
     if problem:
         raise RecipeError(f"messages must be a list of {{role, content}} messages, but it {problem}")
-    known = {f.name for f in dataclasses.fields(GenerationArguments)}
-    defaults = InstructArguments()
-    options = {**{k: getattr(defaults, k) for k in known}, **{k: v for k, v in saved.items() if k in known}, **settings}
+    decoding = settings_of_run(InstructArguments, saved, **settings)
     model, tokenizer = load_causal_lm(model_dir)
     if chat:
         prompt = generation_prompt(tokenizer, messages or [{"role": "user", "content": user_message(instruction, input)}])
@@ -613,4 +611,4 @@ def generate(model_dir: str | Path, instruction: str | None = None, input: str =
         prompt = instruction
     else:
         prompt = render_prompt(instruction, input, saved_templates(saved))
-    return generate_text(model, tokenizer, [prompt], GenerationArguments(**options), add_bos=not chat)[0].strip()
+    return generate_text(model, tokenizer, [prompt], decoding, add_bos=not chat)[0].strip()
