@@ -23,6 +23,7 @@ errors answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -34,6 +35,7 @@ from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
 from hf_recipes.files import check_regular_file
 from hf_recipes.help import WIDTH
+from hf_recipes.search_space import SweepArguments
 
 
 def read_lines(path: str) -> list[str]:
@@ -98,7 +100,7 @@ def cmd_sweep(opts, extra: list[str]) -> int:
         return 0
     if opts.n_trials is None:
         raise RecipeError(f"{opts.parser.prog}: the following arguments are required: --n_trials")
-    from hf_recipes.sweep import SweepArguments, require_optuna, run_sweep
+    from hf_recipes.sweep import require_optuna, run_sweep
 
     require_optuna()
     settings = SweepArguments(
@@ -260,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage="hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]")
     print_config.set_defaults(func=cmd_print_config)
 
+    sweep_defaults = {f.name: f.default for f in dataclasses.fields(SweepArguments)}
     # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
     sweep = add_recipe_command("sweep", allow_abbrev=False,
                                help="search learning rate, batch size, epochs, warmup and weight decay (Optuna)")
@@ -271,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-device train batch sizes to try (default: half, same and double the config's)")
     sweep.add_argument("--epochs_range", type=int, nargs=2, metavar=("MIN", "MAX"),
                        help="whole epochs (default: 1 to twice the config's; not searched when max_steps is set)")
-    sweep.add_argument("--warmup_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.2),
-                       help="warmup as a share of the total steps (default: 0 0.2)")
-    sweep.add_argument("--weight_decay_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.1),
-                       help="default: 0 0.1")
+    sweep.add_argument("--warmup_range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=sweep_defaults["warmup_range"], help="warmup as a share of the total steps (default: "
+                       "{} {})".format(*sweep_defaults["warmup_range"]))
+    sweep.add_argument("--weight_decay_range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=sweep_defaults["weight_decay_range"],
+                       help="default: {} {}".format(*sweep_defaults["weight_decay_range"]))
     sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="offline demo of every recipe (tiny model, bundled data)")

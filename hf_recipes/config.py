@@ -489,14 +489,18 @@ def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[s
 
 
 def recipe_fields(task_args_class: type, unused: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text and
-    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__)."""
+    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text,
+    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__), and whether
+    null (None) is a value of it (else null means that default)."""
     from hf_recipes.help import shown
 
     classes, titles = recipe_dataclasses(task_args_class)
     defaults = parse_args(classes)
+    nullable = {name for cls in classes for name, hint in typing.get_type_hints(cls).items()
+                if type(None) in typing.get_args(hint)}
     return [{"name": f.name, "group": title, "help": f.metadata.get("help", ""),
-             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments}
+             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments,
+             "nullable": f.name in nullable}
             for cls, title, instance in zip(classes, titles, defaults)
             for f in dataclasses.fields(cls) if f.init and f.name not in unused]
 

@@ -251,3 +251,29 @@ def test_a_run_from_a_sampling_base_samples_with_its_settings_and_scores_greedil
     config = greedy.model.generation_config
     assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (False, None, None, None)
     config.validate(strict=True)
+
+
+def test_help_and_print_config_show_what_a_yaml_null_gives(tmp_path, capsys):
+    config = tmp_path / "nulls.yaml"
+    config.write_text("attn_implementation: null\nlearning_rate: null\nmax_seq_length: 64\n")
+    assert cli.main(["train", "sentiment", "--config", str(config), "--help"]) == 0
+    values = shown_flags(capsys.readouterr().out)
+    assert (values["attn_implementation"], values["learning_rate"], values["max_seq_length"]) == ("unset", "5e-05",
+                                                                                                 "64")
+    assert cli.main(["print-config", "sentiment", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "\nattn_implementation: null\n" in printed and "\nlearning_rate: 5.0e-05\n" in printed
+
+
+def test_print_config_checks_each_setting_once(monkeypatch, capsys):
+    from hf_recipes import config as config_module
+    from hf_recipes.config import PeftArguments, RunArguments
+
+    calls = []
+    for cls in (PeftArguments, RunArguments):
+        monkeypatch.setattr(cls, "__post_init__", lambda self, check=cls.__post_init__: calls.append(
+            type(self).__name__) or check(self))
+    monkeypatch.setattr(config_module, "check_training", lambda training, check=config_module.check_training:
+                        calls.append("check_training") or check(training))
+    assert cli.main(["print-config", "sentiment", "--use_peft", "true", "--lora_r", "4"]) == 0
+    assert sorted(calls) == ["PeftArguments", "RunArguments", "check_training"]
