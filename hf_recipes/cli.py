@@ -29,11 +29,13 @@ import signal
 import sys
 import textwrap
 import threading
+import typing
 from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
 from hf_recipes.files import check_regular_file
+from hf_recipes.generation import GenerationArguments
 from hf_recipes.help import WIDTH
 from hf_recipes.search_space import SweepArguments
 
@@ -175,11 +177,6 @@ def saved_recipe(model_dir: str) -> str:
         return "sentiment"  # the classifier loader names what is wrong with the folder
 
 
-# The GenerationArguments `hf-recipes generate` takes as flags; one it is not given is the run's own setting.
-DECODING_FLAGS = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
-                  "generation_seed")
-
-
 def cmd_generate(opts, extra: list[str]) -> int:
     reject_flags(opts, extra)
     if extra:
@@ -194,7 +191,7 @@ def cmd_generate(opts, extra: list[str]) -> int:
     recipe = recipes.get(name)
     prompts = recipe.cli_prompts(opts, saved["task"])
     settings = settings_of_run(recipe.task_args_class, saved["task"],
-                               **{flag: getattr(opts, flag) for flag in DECODING_FLAGS})
+                               **{f.name: getattr(opts, f.name) for f in dataclasses.fields(GenerationArguments)})
     model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
     answers = generate(model, tokenizer, prompts, settings, add_bos=recipe.cli_add_bos(saved["task"]))
     for prompt, text in zip(prompts, answers):
@@ -304,16 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--instruction", help="instruct: the instruction")
     gen.add_argument("--input", default="", help="instruct: the optional input")
     # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
-    run_setting = " (default: the run's own setting)"
-    gen.add_argument("--max_new_tokens", type=int, help="tokens to generate per prompt" + run_setting)
-    gen.add_argument("--do_sample", type=boolean, help="true: sample; false: greedy decoding" + run_setting)
-    gen.add_argument("--temperature", type=float, help="sampling temperature" + run_setting)
-    gen.add_argument("--top_k", type=int, help="sample from the k most likely tokens" + run_setting)
-    gen.add_argument("--top_p", type=float, help="sample from the smallest set of tokens with this much "
-                                                  "probability" + run_setting)
-    gen.add_argument("--repetition_penalty", type=float, help="penalty for repeated tokens, 1 = none" + run_setting)
-    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int,
-                     help="seed of the sampling" + run_setting)
+    decoding = gen.add_argument_group("decoding (a flag not given: the run's own setting, from its recipe.json, else "
+                                      "the recipe's default)")
+    hints = typing.get_type_hints(GenerationArguments)
+    for setting in dataclasses.fields(GenerationArguments):
+        kind = next(t for t in typing.get_args(hints[setting.name]) or (hints[setting.name],) if t is not type(None))
+        spellings = ["--generation_seed", "--seed"] if setting.name == "generation_seed" else [f"--{setting.name}"]
+        decoding.add_argument(*spellings, dest=setting.name, type=boolean if kind is bool else kind,
+                              help=setting.metadata.get("help"))
     gen.add_argument("--trust_remote_code", type=boolean, default=False,
                      help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)

@@ -1,4 +1,7 @@
-"""Text generation shared by the causal-LM recipes: batched, left-padded, reproducible with a seed."""
+"""Text generation shared by the causal-LM recipes: batched, left-padded, reproducible with a seed.
+
+The settings import without torch (`hf-recipes generate` builds its flags from them before any model is loaded).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,12 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
-
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel, set_seed
+from typing import TYPE_CHECKING, Sequence
 
 from hf_recipes.errors import RecipeError, did_you_mean
-from hf_recipes.model import bos_prefix, context_length
-from hf_recipes.predict import CAUSAL_LM, open_model_dir
+
+if TYPE_CHECKING:
+    from transformers import GenerationConfig, PreTrainedModel
 
 
 # The library's sampling settings, for what neither the user nor the base model's generation_config sets.
@@ -73,6 +74,8 @@ class GenerationArguments:
         return ", ".join([how, *(f"{key} {value}" for key, value in settings.items())])
 
     def generation_config(self, tokenizer) -> GenerationConfig:
+        from transformers import GenerationConfig
+
         decoding = self.decoding_settings()
         decoding.pop("generation_seed", None)
         return GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **decoding)
@@ -109,7 +112,6 @@ def settings_of_run(task_args_class: type, saved_task: dict, **given) -> Generat
                                   **{k: v for k, v in given.items() if v is not None}})
 
 
-@torch.no_grad()
 def generate(
     model: PreTrainedModel, tokenizer, prompts: Sequence[str], settings: GenerationArguments, add_bos: bool = True
 ) -> list[str]:
@@ -123,6 +125,10 @@ def generate(
     Prompt and answer stay inside the model's context: a prompt too long for it keeps its end (where the
     answer starts), and a batch near the limit gets fewer new tokens, rather than failing at the end of a run.
     """
+    from transformers import set_seed  # model.generate() itself runs without gradients
+
+    from hf_recipes.model import bos_prefix, context_length
+
     was_training = model.training
     model.eval()
     # A copy: padding and truncation settings stick to a fast tokenizer (and to the tokenizer.json it saves).
@@ -158,6 +164,11 @@ def generate(
 
 def load_causal_lm(model_dir: str | Path, trust_remote_code: bool = False):
     """Model (eval mode, on the GPU when there is one) and tokenizer of a saved run."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_recipes.predict import CAUSAL_LM, open_model_dir
+
     path = open_model_dir(model_dir, CAUSAL_LM, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
