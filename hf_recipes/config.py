@@ -352,7 +352,7 @@ class Settings:
             self.actions.setdefault(action.dest, action)  # --x before --no_x
         self.hints = {name: hint for cls in self.classes for name, hint in typing.get_type_hints(cls).items()}
         self.defaults = {name: self.actions[name].default for name in field_names(self.classes)}
-        # Ours only: TrainingArguments reads an unset output_dir as "trainer_output", and "" is an error (check_training)
+        # Ours only: TrainingArguments reads an unset output_dir as "trainer_output"; an empty one is an error
         self.emptiable = [name for cls in self.classes if not issubclass(cls, TrainingArguments)
                           for name in field_names([cls]) if type(None) in typing.get_args(self.hints[name])]
 
