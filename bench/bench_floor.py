@@ -25,7 +25,7 @@ import yaml
 from common import DATA, GPT2_FILES, require_data, reset_peak_rss, rss_mib, timing_overrides
 from transformers import TrainerCallback, get_scheduler
 
-from hf_recipes.fused_loss import fused_loss_sum
+from hf_recipes.fused_loss import TORCH_CHUNKS, fused_loss_sum
 from hf_recipes.recipes import instruct, lyrics, sentiment
 
 WARMUP = 2
@@ -164,7 +164,8 @@ def compare(name: str, args: argparse.Namespace) -> None:
           f"{Path(data['train_file']).name}, batch {trainer.args.per_device_train_batch_size}, fp32, "
           f"{steps} timed steps after {WARMUP} warm-up, {torch.get_num_threads()} CPU threads, "
           f"{timed_tokens / steps:.0f} real tokens/step, dropout {'off' if args.no_dropout else 'on'}")
-    loss_kind = "fused LM-head cross-entropy (hf_recipes.fused_loss)" if trainer.fused_head else "model's own"
+    chunked_by = "torch's linear_cross_entropy" if TORCH_CHUNKS else "FusedLinearCrossEntropy"
+    loss_kind = f"fused LM-head cross-entropy ({chunked_by})" if trainer.fused_head else "model's own"
     print(f"loss: {loss_kind}, both sides")
     print(f"optimizer: {trainer.args.optim.value} (recipe) vs torch.optim.AdamW({'fused' if fused else 'foreach'}=True) "
           f"(floor), lr {trainer.args.learning_rate:g}, {trainer.args.lr_scheduler_type.value} schedule, "

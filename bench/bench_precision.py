@@ -20,8 +20,7 @@ import torch
 from common import DATA, GPT2_FILES, require_data, reset_peak_rss, rss_mib
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from hf_recipes.model import autocast_dtype_for_cpu, cpu_matmul_rates
-from hf_recipes.trainer import BF16_MIN_SPEEDUP
+from hf_recipes.precision import BF16_MIN_SPEEDUP, autocast_dtype_for_cpu, cpu_matmul_rates
 
 
 def cpu_description() -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from common import REPO
 
-from hf_recipes.trainer import last_complete_checkpoint
+from hf_recipes.run_folder import last_complete_checkpoint
 
 SAMPLES = REPO / "hf_recipes" / "samples"
 OUT = REPO / "runs" / "bench" / "resume"

@@ -1,8 +1,8 @@
 """LoRA / QLoRA with PEFT: the frozen base gets low-rank adapters, and output_dir holds the adapter in PEFT format.
 
-A run with ``use_peft`` wraps the recipe's model in a ``PeftModel`` (task CAUSAL_LM, or SEQ_CLS for a classifier,
-whose head PEFT trains in full as a module to save) before the Trainer is built. output_dir is a PEFT adapter folder
-as peft and transformers expect it: ``adapter_config.json`` naming the base (an absolute path for a local one), the
+A run with ``use_peft`` wraps the recipe's model in a ``PeftModel`` (the task type its model kind names:
+CAUSAL_LM, or SEQ_CLS for a classifier, whose head PEFT trains in full as a module to save) before the Trainer is
+built. output_dir is a PEFT adapter folder as peft and transformers expect it: ``adapter_config.json`` naming the base (an absolute path for a local one), the
 adapter weights, the tokenizer and ``generation_config.json``, and no ``config.json`` (with one, transformers takes
 the folder for a full model and looks for its weights). The fine-tuned model's own config (the run's labels, pad
 token, grown vocabulary, architecture) is ``model_config.json``, so :func:`load_saved_adapter` rebuilds exactly the
@@ -22,13 +22,10 @@ from transformers.utils import logging as transformers_logging
 from hf_recipes.config import PeftArguments, RecipeArgs
 from hf_recipes.errors import RecipeError, one_line
 from hf_recipes.model import load_config
-from hf_recipes.predict import (ADAPTER_CONFIG, ADAPTER_MODEL_CONFIG, model_config_file, read_json,
-                               refuse_custom_code)
+from hf_recipes.run_folder import (ADAPTER_CONFIG, ADAPTER_MODEL_CONFIG, MERGED_DIR, model_config_file,
+                                  refuse_custom_code, saved_adapter)
 
 logger = logging.getLogger(__name__)
-
-MERGED_DIR = "merged"  # output_dir/merged: the base with the adapter merged in (merge_adapter)
-
 
 def quantization_config(peft: PeftArguments) -> BitsAndBytesConfig | None:
     """QLoRA: the frozen base in 4 bits, computing in bf16."""
@@ -44,10 +41,6 @@ def is_adapter(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def is_classifier(model: PreTrainedModel) -> bool:
-    return type(model).__name__.endswith("ForSequenceClassification")
-
-
 def base_model_reference(name: str) -> str:
     """A local base folder as an absolute path (the adapter is loaded from other working directories); a hub id as
     it is."""
@@ -55,9 +48,10 @@ def base_model_reference(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
-def add_adapter(model: PreTrainedModel, args: RecipeArgs):
+def add_adapter(model: PreTrainedModel, args: RecipeArgs, task_type: str):
     """``model`` wrapped for LoRA training: every linear layer but the output head (or ``lora_target_modules``)
-    gets an adapter; a classifier's head is trained in full (PEFT's SEQ_CLS ``modules_to_save``)."""
+    gets an adapter. ``task_type`` is PEFT's (the recipe's model kind says which): with SEQ_CLS, a classifier's
+    head is trained in full (``modules_to_save``)."""
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     peft, training = args.peft, args.training
@@ -71,7 +65,7 @@ def add_adapter(model: PreTrainedModel, args: RecipeArgs):
     base_rows = load_config(args.model).vocab_size
     added_tokens = list(range(base_rows, model.get_input_embeddings().weight.shape[0]))
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS if is_classifier(model) else TaskType.CAUSAL_LM,
+        task_type=TaskType[task_type],
         r=peft.lora_r, lora_alpha=peft.lora_alpha, lora_dropout=peft.lora_dropout,
         target_modules=peft.lora_target_modules or "all-linear",
         modules_to_save=list(peft.lora_modules_to_save) if peft.lora_modules_to_save else None,
@@ -144,12 +138,6 @@ def save_model_files(model, output_dir: str | Path) -> None:
         generation_config.save_pretrained(output_dir)
 
 
-def saved_adapter(model_dir: Path) -> dict | None:
-    """``adapter_config.json`` of a saved run, or None when the folder holds a full model."""
-    path = Path(model_dir) / ADAPTER_CONFIG
-    return read_json(path, "adapter config") if path.is_file() else None
-
-
 def load_saved_adapter(model_dir: str | Path, model_class, trust_remote_code: bool = False, is_trainable=False):
     """A run's trained model from its adapter folder: the base named in ``adapter_config.json`` (a local folder is
     checked for custom code like any model folder), with the run's own config (a classifier's labels), then the
@@ -204,3 +192,26 @@ def load_trained(model_dir: str | Path, model_class, trust_remote_code: bool = F
     if saved_adapter(Path(model_dir)) is not None:
         return load_saved_adapter(model_dir, model_class, trust_remote_code).get_base_model()
     return model_class.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=trust_remote_code)
+
+
+def check_adapter_checkpoint(path: Path, model) -> bool:
+    """A LoRA run resumes from a LoRA checkpoint of the same task, rank and targets, and a full fine-tuning run from a
+    full-model one. True when both are adapters (and match)."""
+    saved = saved_adapter(path)
+    if saved is None and not is_adapter(model):
+        return False
+    if saved is None:
+        raise RecipeError(f"checkpoint {path} holds a full model, but this run trains a LoRA adapter (use_peft): "
+                          "resume it without --use_peft, or resume from a checkpoint of a LoRA run")
+    if not is_adapter(model):
+        raise RecipeError(f"checkpoint {path} holds a LoRA adapter, but this run trains the full model: resume it "
+                          "with --use_peft true and the same LoRA settings, or from a full-model checkpoint")
+    config = model.peft_config[model.active_adapter]
+    expected = {"task_type": getattr(config.task_type, "value", config.task_type), "r": config.r,
+                "target_modules": sorted(adapted_module_names(model))}
+    found = {**saved, "target_modules": sorted({name.rsplit(".", 1)[-1] for name in saved.get("target_modules") or []})}
+    for key, value in expected.items():
+        if key in found and found[key] != value:
+            raise RecipeError(f"checkpoint {path} has an adapter with {key} {found[key]}, but this run's adapter has "
+                              f"{value}: resume with the same recipe and LoRA settings")
+    return True

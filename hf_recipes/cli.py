@@ -6,9 +6,9 @@
                      [--timeout SECONDS] [--any_argument value ...]
     hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]
     hf-recipes demo [RECIPE ...]
-    hf-recipes predict [sentiment] --model_dir DIR [--file FILE] [TEXT ...]
-    hf-recipes generate --model_dir DIR --prompt "..."                  (lyrics; instruct on prompt/completion)
-    hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (instruct)
+    hf-recipes predict [RECIPE] --model_dir DIR [--file FILE] [TEXT ...]   (classifier runs)
+    hf-recipes generate --model_dir DIR --prompt "..."                   (runs prompted with text)
+    hf-recipes generate --model_dir DIR --instruction "..." [--input ...] (runs prompted with an instruction)
     hf-recipes compare RUN_DIR [RUN_DIR ...] [--output FILE.png]
     hf-recipes list
 
@@ -37,6 +37,7 @@ from hf_recipes.errors import RecipeError, did_you_mean, one_line
 from hf_recipes.files import check_regular_file
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.help import WIDTH
+from hf_recipes.run_folder import CLASSIFIER, RECIPE_FILE
 from hf_recipes.search_space import SweepArguments
 
 
@@ -126,7 +127,7 @@ def cmd_demo(opts, extra: list[str]) -> int:
         indexed = flag_index.lookup(name) if name in recipes.available() else None
         if indexed:
             flag_index.check_flags(extra, indexed["flags"])
-    from hf_recipes.outputs import recipe_of
+    from hf_recipes.run_folder import recipe_of
     from hf_recipes.report import key_metrics
 
     for name in names:
@@ -156,9 +157,12 @@ def cmd_predict(opts, extra: list[str]) -> int:
     reject_flags(opts, extra)
     texts = list(opts.texts) + extra
     # RECIPE may be left out (the run's recipe.json names it): a first word that names no recipe is a text.
-    recipe = texts.pop(0) if texts and texts[0] in recipes.available() else saved_recipe(opts.model_dir)
-    if recipe != "sentiment":
-        raise RecipeError(f"predict is for classification recipes (sentiment); use `hf-recipes generate` for {recipe}")
+    named = texts.pop(0) if texts and texts[0] in recipes.available() else None
+    saved = saved_run(opts.model_dir)
+    kind = recipes.get(named).kind.name if named else saved.get("model_kind")
+    if kind is not None and kind != CLASSIFIER:
+        raise RecipeError(f"predict is for classification recipes; use `hf-recipes generate` for "
+                          f"{named or saved.get('recipe')}")
     from hf_recipes.predict import classify
 
     texts += read_lines(opts.file) if opts.file else []
@@ -168,34 +172,44 @@ def cmd_predict(opts, extra: list[str]) -> int:
     return 0
 
 
-def saved_recipe(model_dir: str) -> str:
-    """The recipe named by a run's recipe.json ("sentiment" for a folder without one), read without torch."""
-    path = Path(model_dir) / "recipe.json"
+def saved_run(model_dir: str) -> dict:
+    """A run's recipe.json (its recipe and model kind), read without torch; {} for a folder without a readable one
+    (the classifier loader names what is wrong with the folder)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("recipe") or "sentiment"
-    except (OSError, ValueError, AttributeError):
-        return "sentiment"  # the classifier loader names what is wrong with the folder
+        saved = json.loads((Path(model_dir) / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def cmd_generate(opts, extra: list[str]) -> int:
     reject_flags(opts, extra)
     if extra:
         raise RecipeError(f"unknown argument '{extra[0]}'")
-    from hf_recipes import recipes
-    from hf_recipes.generation import generate, load_causal_lm, settings_of_run
-    from hf_recipes.predict import CAUSAL_LM, load_recipe_file, open_model_dir
+    from transformers import AutoTokenizer
+
+    from hf_recipes.generation import AnswerArguments, generate, load_causal_lm, settings_of_run
+    from hf_recipes.prompts import PromptFormat
+    from hf_recipes.run_folder import CAUSAL_LM, load_recipe_file, open_model_dir
 
     open_model_dir(opts.model_dir, CAUSAL_LM, opts.trust_remote_code)
     saved = load_recipe_file(opts.model_dir)
-    name = saved["recipe"] or ("instruct" if opts.instruction else "lyrics")
-    recipe = recipes.get(name)
-    prompts = recipe.cli_prompts(opts, saved["task"])
-    settings = settings_of_run(recipe.task_args_class, saved["task"],
+    if "prompt_format" in saved:  # the run's own (recipe.json), so no recipe code is needed
+        prompting = PromptFormat.of(saved["prompt_format"])
+    else:  # a model folder of another kind: an instruction gets the Alpaca prompt, a prompt is used as given
+        prompting = PromptFormat.alpaca() if opts.instruction else PromptFormat(missing="give at least one --prompt")
+    tokenizer = (AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
+                 if prompting.chat else None)
+    prompts = prompting.prompts(opts.prompt, opts.instruction, opts.input, tokenizer)
+    # A run's recipe.json holds all its decoding settings; a folder without one decodes an instruction as the
+    # instruction recipes answer, a prompt with the defaults.
+    defaults = AnswerArguments if opts.instruction and not saved["recipe"] else GenerationArguments
+    settings = settings_of_run(defaults, saved["task"],
                                **{f.name: getattr(opts, f.name) for f in dataclasses.fields(GenerationArguments)})
     model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
-    answers = generate(model, tokenizer, prompts, settings, add_bos=recipe.cli_add_bos(saved["task"]))
+    answers = generate(model, tokenizer, prompts, settings, add_bos=prompting.add_bos)
     for prompt, text in zip(prompts, answers):
-        print(f"{prompt}{text}" if name != "instruct" else text.strip())
+        print(f"{prompt}{text}" if prompting.echo else text.strip())
         print()
     return 0
 
@@ -243,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         # Own --help: it lists the recipe's flags too, which only the recipe module knows.
         command = sub.add_parser(name, add_help=False, formatter_class=lambda prog: argparse.HelpFormatter(
             prog, width=WIDTH), **kwargs)
-        command.add_argument("recipe", nargs="?", help="sentiment, lyrics or instruct (see `hf-recipes list`)")
+        command.add_argument("recipe", nargs="?", help="a recipe's name (see `hf-recipes list`)")
         command.add_argument("-h", "--help", action="store_true",
                              help="show this help with the flags of RECIPE and the values in effect")
         command.add_argument("--help-all", action="store_true",
@@ -286,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="label texts with a saved classifier",
                              usage="hf-recipes predict [RECIPE] --model_dir DIR [--file FILE] [TEXT ...]")
     predict.add_argument("texts", nargs="*", metavar="TEXT",
-                         help="texts to label; a first word naming a recipe (sentiment) is the recipe")
+                         help="texts to label; a first word naming a recipe is the recipe")
     predict.add_argument("--model_dir", required=True)
     predict.add_argument("--file", help="a UTF-8 file with one text per line")
     predict.add_argument("--batch_size", type=int, default=32)
@@ -294,12 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run the model folder's own Python code (auto_map); off by default")
     predict.set_defaults(func=cmd_predict)
 
-    gen = sub.add_parser("generate", help="generate text with a saved causal-LM run (lyrics, instruct)")
+    gen = sub.add_parser("generate", help="generate text with a saved causal-LM run")
     gen.add_argument("--model_dir", required=True)
-    gen.add_argument("--prompt", action="append", help="a prompt to continue, as given (repeatable): lyrics, and "
-                                                        "instruct runs trained on prompt/completion text")
-    gen.add_argument("--instruction", help="instruct: the instruction")
-    gen.add_argument("--input", default="", help="instruct: the optional input")
+    gen.add_argument("--prompt", action="append", help="a prompt, put in the run's prompt format (repeatable), for "
+                                                        "runs prompted with text")
+    gen.add_argument("--instruction", help="the instruction, for runs prompted with one")
+    gen.add_argument("--input", default="", help="the optional input of the instruction")
     # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
     decoding = gen.add_argument_group("decoding (a flag not given: the run's own setting, from its recipe.json, else "
                                       "the recipe's default)")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hf_recipes.errors import RecipeError
-from hf_recipes.predict import RECIPE_FILE, read_json
+from hf_recipes.run_folder import RECIPE_FILE, read_json
 from hf_recipes.report import key_metrics, loss_points, markdown_table
 
 # Settings shown in the table, in this order, from recipe.json (trainer_state.json for runs that predate them).

@@ -280,7 +280,7 @@ class CheckArguments:
         default=None,
         metadata={"help": "More metrics to report, each an evaluate metric: a Hugging Face Hub name (e.g. f1 "
                           "matthews_correlation; needs the hub or evaluate's cache) or a local metric module. "
-                          "Sentiment scores label ids, instruct the test answers."},
+                          "What they score is the recipe's own: label ids, or generated answers."},
     )
 
     def __post_init__(self):

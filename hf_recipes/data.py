@@ -347,13 +347,9 @@ def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, t
         )
 
 
-def has_target(labels: list[int]) -> bool:
-    """A causal-LM row teaches something: a label after the first (the model shifts them by one) is not -100."""
-    return any(label != -100 for label in labels[1:])
-
-
-def check_targets(datasets: DatasetDict, hint: str) -> None:
-    """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change."""
+def check_targets(datasets: DatasetDict, hint: str, has_target: Callable[[list[int]], bool]) -> None:
+    """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change.
+    ``has_target``: whether a row's labels hold a target, as the model's loss reads them."""
     for split in ("train", "validation"):
         dataset = datasets[split]
         if len(dataset) == 0:

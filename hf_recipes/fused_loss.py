@@ -1,9 +1,10 @@
 """A causal LM's training loss without whole logits: the output head's cross-entropy chunk by chunk, its gradients
-made in the forward pass (the arrangement of Liger's fused linear cross-entropy, in plain PyTorch).
+made in the forward pass.
 
 Transformers makes the [tokens x vocab] logits, their log-softmax and both gradients whole; with a 50,257-word head
-that is most of a small model's step time and memory. Here at most ``CHUNK_ELEMENTS`` logits exist at a time, and a
-chunk's softmax becomes its own gradient in place. Evaluation sums each sequence's token losses the same way.
+that is most of a small model's step time and memory. Torch 2.13's ``linear_cross_entropy`` computes it in chunks of
+rows; on older torch, :class:`FusedLinearCrossEntropy` does (the arrangement of Liger's fused linear cross-entropy,
+in plain PyTorch). Evaluation sums each sequence's token losses the same way.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from hf_recipes.metrics import token_losses
 logger = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 2**24  # 64 MiB of fp32 logits per chunk: 333 rows of GPT-2 (faster on CPU than 1,335 or 2,048)
+# torch.nn.functional.linear_cross_entropy, where torch has it: 2,048 x 128 x 50,257 fp32, forward + backward on 2 CPU
+# cores (bench/bench_lm_head.py, load below 2), it took 0.44-0.50 s and +106-131 MiB with 128-256 rows per chunk,
+# against 0.61-0.62 s and +209 MiB for FusedLinearCrossEntropy and 0.89 s and +1,236 MiB for whole logits (at load 4
+# the two chunked ways were within noise); evaluation's per-sequence sums of 16 x 128 tokens took 0.15 s against
+# 0.40 s. Its default options chunk by 4 rows there (3.6x to 7x slower), hence an explicit size: 32 MiB of fp32
+# logits, 166 rows of GPT-2.
+TORCH_CHUNK_ELEMENTS = 2**23
+TORCH_CHUNKS = getattr(torch.nn, "LinearCrossEntropyOptions", None)  # torch >= 2.13
 IGNORE = -100
 PROBE_LOGIT_STD = 8.0  # logits this spread out are changed visibly by soft-capping at 30 (Gemma 2)
 
@@ -58,13 +67,20 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         return grad_hidden * grad_total, grad_weight * grad_total, None, None
 
 
-def chunk_rows(vocab_size: int) -> int:
-    return max(1, CHUNK_ELEMENTS // vocab_size)
+def chunk_rows(vocab_size: int, elements: int) -> int:
+    return max(1, elements // vocab_size)
+
+
+def torch_chunks(vocab_size: int):
+    return TORCH_CHUNKS(batch_chunk_size=chunk_rows(vocab_size, TORCH_CHUNK_ELEMENTS))
 
 
 def summed_token_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return FusedLinearCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), weight, targets.reshape(-1),
-                                         chunk_rows(weight.shape[0]))
+    rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    if TORCH_CHUNKS is None:
+        return FusedLinearCrossEntropy.apply(rows, weight, flat_targets, chunk_rows(weight.shape[0], CHUNK_ELEMENTS))
+    return F.linear_cross_entropy(rows, weight, flat_targets, reduction="sum", ignore_index=IGNORE,
+                                  options=torch_chunks(weight.shape[0]))
 
 
 def next_token_targets(inputs: dict) -> torch.Tensor:
@@ -113,11 +129,15 @@ def sequence_loss_sums(model: torch.nn.Module, head: torch.nn.Linear, inputs: di
     hidden, targets = head_input_and_targets(model, head, inputs)
     rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     wide = torch.promote_types(hidden.dtype, torch.float32)
-    losses = torch.empty(flat_targets.shape, dtype=wide, device=hidden.device)
-    chunk = chunk_rows(head.out_features)
-    for start in range(0, rows.shape[0], chunk):
-        logits = (rows[start : start + chunk] @ head.weight.t()).to(wide)
-        losses[start : start + chunk] = token_losses(logits, flat_targets[start : start + chunk])
+    if TORCH_CHUNKS is not None:
+        losses = F.linear_cross_entropy(rows, head.weight, flat_targets, reduction="none", ignore_index=IGNORE,
+                                        options=torch_chunks(head.out_features)).to(wide)
+    else:
+        losses = torch.empty(flat_targets.shape, dtype=wide, device=hidden.device)
+        chunk = chunk_rows(head.out_features, CHUNK_ELEMENTS)
+        for start in range(0, rows.shape[0], chunk):
+            logits = (rows[start : start + chunk] @ head.weight.t()).to(wide)
+            losses[start : start + chunk] = token_losses(logits, flat_targets[start : start + chunk])
     return torch.stack([losses.view(targets.shape).sum(-1), targets.ne(IGNORE).sum(-1).to(wide)], dim=-1)
 
 

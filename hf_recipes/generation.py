@@ -81,6 +81,16 @@ class GenerationArguments:
         return GenerationConfig(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **decoding)
 
 
+@dataclass
+class AnswerArguments(GenerationArguments):
+    """Decoding of answers to instructions: plain greedy decoding, as answers scored against references are; the
+    defaults of instruction recipes and of `hf-recipes generate --instruction` on a folder without recipe.json."""
+
+    do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty for repeating tokens (1 = none)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
+
+
 def check_generation_settings(settings: GenerationArguments) -> None:
     """Settings generate() would reject only at the end of a run are errors before anything starts; unset ones
     are filled from the base model or the defaults later (:meth:`GenerationArguments.sampling_from`)."""
@@ -167,7 +177,7 @@ def load_causal_lm(model_dir: str | Path, trust_remote_code: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hf_recipes.predict import CAUSAL_LM, open_model_dir
+    from hf_recipes.run_folder import CAUSAL_LM, open_model_dir
 
     path = open_model_dir(model_dir, CAUSAL_LM, trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

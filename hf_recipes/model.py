@@ -7,7 +7,6 @@ import math
 import os
 import re
 import socket
-import time
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
@@ -18,7 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, CONFIG_MAPPING, PreTrainedMo
 
 from hf_recipes.config import ModelArguments
 from hf_recipes.errors import RecipeError, one_line
-from hf_recipes.predict import refuse_custom_code
+from hf_recipes.run_folder import refuse_custom_code
 
 logger = logging.getLogger(__name__)
 
@@ -354,34 +353,6 @@ def separates_packed_sequences(model: PreTrainedModel) -> bool:
     finally:
         model.train(was_training)
     return torch.allclose(packed, alone, atol=1e-3 * (1 + alone.abs().max().item()), rtol=0)
-
-
-def cpu_matmul_rates(size: int = 512, repeats: int = 3) -> dict[str, float]:
-    """GFLOP/s of a ``size``-square matmul in fp32 and under bf16 autocast on this CPU, best of ``repeats``:
-    a one-off check (about a second) of whether bf16 runs natively or is emulated."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    rates = {}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        best = float("inf")
-        for _ in range(repeats + 1):  # the first call warms up
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                torch.mm(a, b)
-            best = min(best, time.perf_counter() - start)
-        rates[name] = 2 * size**3 / best / 1e9
-    return rates
-
-
-def autocast_dtype_for_cpu(flags: set[str] | None = None) -> torch.dtype | None:
-    """bf16 pays off on CPUs with AMX tiles only. AVX2-only CPUs emulate it (GPT-2 124M trained 17x slower); with
-    AVX512-BF16 but no AMX it measured no faster than fp32 (124M: 0.97x to 1.65x the fp32 step time) and would cost
-    causal LMs the fused fp32 loss. ``flags``: the CPU's, read from /proc/cpuinfo when not given."""
-    if flags is None:
-        try:
-            flags = set(Path("/proc/cpuinfo").read_text().split())
-        except OSError:
-            return None
-    return torch.bfloat16 if "amx_bf16" in flags else None
 
 
 def bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -13,14 +13,13 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_from_cache
 
 from hf_recipes.model import is_local
-from hf_recipes.predict import ADAPTER_MODEL_CONFIG, read_json
+from hf_recipes.run_folder import ADAPTER_MODEL_CONFIG, read_json
 from hf_recipes.report import key_metrics, markdown_table, metrics_table
 
 logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 # Never uploaded: Trainer's checkpoints (its own pushes handle them) and private files, as Trainer.push_to_hub skips.
-UPLOAD_IGNORE = ["_*", "checkpoint-*"]
 LIMITATIONS = (
     "It was fine-tuned and evaluated only on the data named above, and scored only by the figures above: check it "
     "on your own data before relying on it. It keeps the biases and gaps of its base model and of that data, and it "
@@ -241,19 +240,3 @@ def write_model_card(output_dir: Path, recipe, args, metrics_by_split: dict[str,
     path = output_dir / CARD_FILE
     card.save(path)
     return path
-
-
-def push_finished_run(output_dir: Path, trainer, recipe_name: str):
-    """Upload the finished folder (weights, card, report, plots, metrics, recipe.json) to the run's hub repository in
-    one commit, after everything is written. The token comes from the environment (HF_TOKEN, or `hf auth login`):
-    it is never written to a file."""
-    from transformers.utils.hub import hf_api
-
-    if trainer.hub_model_id is None:  # Trainer makes the repository when it starts, unless told not to push
-        trainer.init_hf_repo()
-    info = hf_api().upload_folder(repo_id=trainer.hub_model_id, folder_path=str(output_dir),
-                                  commit_message=f"hf-recipes {recipe_name}: finished run (model, card, report, "
-                                                 "metrics)", revision=trainer.args.hub_revision,
-                                  ignore_patterns=UPLOAD_IGNORE)
-    logger.info("Pushed %s to the hub repository %s", output_dir, trainer.hub_model_id)
-    return info

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from hf_recipes import config as config_module
 from hf_recipes.config import RecipeArgs
 from hf_recipes.errors import RecipeError
-from hf_recipes.outputs import check_creatable
+from hf_recipes.run_folder import check_creatable
 from hf_recipes.report import Report, format_value, is_run_measurement, markdown_table
 from hf_recipes.search_space import Objective, SearchSpace, SweepArguments  # noqa: F401 - SweepArguments re-exported
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,10 +12,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import unwrap_peft_model
 
+from hf_recipes.adapters import check_adapter_checkpoint
 from hf_recipes.errors import RecipeError
 from hf_recipes.fused_loss import fusable_head, fused_loss_sum, sequence_loss_sums
 from hf_recipes.metrics import EXACT_LOSS, token_loss_sums
-from hf_recipes.model import autocast_dtype_for_cpu, cpu_matmul_rates
+from hf_recipes.run_folder import ADAPTER_CONFIG, last_complete_checkpoint, read_json
 from hf_recipes.upstream import TrainerWorkarounds, loss_averages_over_batch_tokens
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,13 @@ class RecipeTrainer(TrainerWorkarounds):
         self.evaluating_fused = False
         if self.fused_head is not None:
             logger.info("Loss: fused LM-head cross-entropy, training and evaluation (no whole [tokens x vocab] logits)")
+
+    def call_model_init(self, trial=None):
+        # A sweep trains a fresh model each trial: the fused loss must use that model's head, not the first one's.
+        model = super().call_model_init(trial)
+        if self.fused_head is not None:
+            self.fused_head = fusable_head(model)
+        return model
 
     def fused_loss_applies(self) -> bool:
         """The fused loss is written for fp32 causal LMs whose head weight is whole in every process: not under
@@ -126,52 +133,6 @@ class RecipeTrainer(TrainerWorkarounds):
         return real / computed if computed else None
 
 
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint-N`` in ``output_dir`` that was written to the end, or None.
-
-    Trainer writes a checkpoint's ``trainer_state.json`` last, after weights, optimizer and RNG states, so a
-    checkpoint whose state file is missing, truncated or names another step was interrupted and is skipped.
-    """
-    folder = Path(output_dir)
-    steps = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("checkpoint-*")
-                   if p.is_dir() and p.name.split("-")[1].isdigit()) if folder.is_dir() else []
-    for step, path in reversed(steps):
-        try:
-            state = json.loads((path / "trainer_state.json").read_text())
-        except (OSError, ValueError):
-            state = {}
-        if state.get("global_step") == step and any(path.glob("*.safetensors")):
-            return str(path)
-        logger.warning("Skipping incomplete checkpoint %s", path)
-    return None
-
-
-# bf16 must beat fp32 by this much on the measured matmul to be chosen: native bf16 is ~2x, emulated ~0.1x
-BF16_MIN_SPEEDUP = 1.2
-
-
-def resolve_precision(training_args: TrainingArguments, mixed_precision: str) -> str:
-    """Turn ``mixed_precision`` (auto/measure/no/bf16/fp16) into TrainingArguments.bf16/fp16; explicit flags win.
-    On CPU, auto reads the CPU flags; measure times a matmul in fp32 and bf16 once and takes the faster."""
-    if training_args.bf16 or training_args.fp16:
-        return "bf16" if training_args.bf16 else "fp16"
-    if mixed_precision in ("auto", "measure"):
-        if torch.cuda.is_available() and not training_args.use_cpu:
-            mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif mixed_precision == "measure":
-            rates = cpu_matmul_rates()
-            faster = rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"]
-            logger.info("CPU matmul: fp32 %.1f GFLOP/s, bf16 autocast %.1f GFLOP/s: %s", rates["fp32"],
-                        rates["bf16"], "bf16" if faster else "fp32")
-            mixed_precision = "bf16" if faster else "no"
-        else:
-            mixed_precision = "bf16" if autocast_dtype_for_cpu() is not None else "no"
-    training_args.bf16 = mixed_precision == "bf16"
-    training_args.fp16 = mixed_precision == "fp16"
-    training_args.mixed_precision = mixed_precision  # what Trainer hands to Accelerator (set in __post_init__)
-    return mixed_precision
-
-
 def make_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -200,3 +161,27 @@ def make_trainer(
         fused_lm_loss=fused_lm_loss,
         **kwargs,
     )
+
+
+def check_checkpoint(checkpoint: str | os.PathLike, model) -> None:
+    """A checkpoint to resume from must be a complete one of the same architecture and size as ``model``."""
+    path = Path(checkpoint)
+    if not (path / "trainer_state.json").is_file():
+        raise RecipeError(f"resume_from_checkpoint {path} is not a complete checkpoint folder")
+    if check_adapter_checkpoint(path, model):
+        return
+    if not (path / "config.json").is_file():
+        raise RecipeError(f"resume_from_checkpoint {path} holds neither a model (config.json) nor an adapter "
+                          f"({ADAPTER_CONFIG})")
+    saved = read_json(path / "config.json", "checkpoint config")
+    expected = model.config.to_dict()
+    architecture = type(model).__name__
+    if architecture not in (saved.get("architectures") or [architecture]):
+        raise RecipeError(f"checkpoint {path} is of a {', '.join(saved['architectures'])}, but this run trains a "
+                          f"{architecture}: resume from a checkpoint of the same recipe and model")
+    if "id2label" in saved and "id2label" in expected:
+        saved["num_labels"], expected["num_labels"] = len(saved["id2label"]), len(expected["id2label"])
+    for key in ("model_type", "vocab_size", "num_labels", "n_embd", "hidden_size", "n_layer", "num_hidden_layers"):
+        if key in saved and key in expected and saved[key] != expected[key]:
+            raise RecipeError(f"checkpoint {path} has {key} {saved[key]}, but this run's model has {expected[key]}: "
+                              "resume from a checkpoint of the same recipe and model")

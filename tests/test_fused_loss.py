@@ -8,30 +8,57 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_recipes.fused_loss import FusedLinearCrossEntropy, fusable_head
+from hf_recipes import fused_loss
+from hf_recipes.fused_loss import fusable_head, sequence_loss_sums, summed_token_loss
+from hf_recipes.metrics import token_loss_sums
 from hf_recipes.recipes import instruct, lyrics
 from tests.conftest import SAMPLES
 
 
-def test_chunked_loss_and_gradients_equal_whole_logits_cross_entropy():
+@pytest.fixture(params=["torch", "FusedLinearCrossEntropy"])
+def chunked_by(request, monkeypatch):
+    """Each test runs with torch's linear_cross_entropy (where torch has it) and with the fallback."""
+    if request.param == "torch" and fused_loss.TORCH_CHUNKS is None:
+        pytest.skip("this torch has no torch.nn.functional.linear_cross_entropy")
+    if request.param != "torch":
+        monkeypatch.setattr(fused_loss, "TORCH_CHUNKS", None)
+    monkeypatch.setattr(fused_loss, "CHUNK_ELEMENTS", 3 * 17)  # 3 rows per chunk of a 17-word head: 10 rows make 4
+    monkeypatch.setattr(fused_loss, "TORCH_CHUNK_ELEMENTS", 3 * 17)
+    return request.param
+
+
+def test_the_summed_loss_and_its_gradients_equal_whole_logits_cross_entropy(chunked_by):
     torch.manual_seed(0)
-    hidden = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    hidden = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(17, 6, dtype=torch.float64, requires_grad=True)
-    targets = torch.randint(0, 17, (10,))
-    targets[[0, 4, 9]] = -100
-    expected = F.cross_entropy(hidden @ weight.t(), targets, ignore_index=-100, reduction="sum")
+    targets = torch.randint(0, 17, (2, 5))
+    targets[0, :2] = targets[1, 4] = -100
+    logits = (hidden @ weight.t()).flatten(0, 1)
+    expected = F.cross_entropy(logits, targets.flatten(), ignore_index=-100, reduction="sum")
     want_hidden, want_weight = torch.autograd.grad(2.5 * expected, (hidden, weight))
 
-    total = FusedLinearCrossEntropy.apply(hidden, weight, targets, 3)  # 4 chunks, the last of 1 row
+    total = summed_token_loss(hidden, weight, targets)
     got_hidden, got_weight = torch.autograd.grad(2.5 * total, (hidden, weight))
     assert total.item() == pytest.approx(expected.item(), rel=1e-12)
     torch.testing.assert_close(got_hidden, want_hidden, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got_weight, want_weight, rtol=1e-10, atol=1e-12)
-    assert got_hidden[[0, 4, 9]].abs().max() == 0  # a position whose target is ignored adds nothing
+    assert got_hidden[0, :2].abs().max() == 0 and got_hidden[1, 4].abs().max() == 0
 
 
-def tiny_causal_lm(model_type: str, **overrides):
-    config = AutoConfig.for_model(model_type, vocab_size=64, hidden_size=16, intermediate_size=32,
+def test_sequence_loss_sums_equal_those_from_whole_logits(chunked_by):
+    model = tiny_causal_lm("llama", vocab_size=17)
+    ids = torch.randint(0, 17, (3, 7), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, :4] = labels[2, 5:] = -100  # a masked prompt, a padded tail
+    with torch.no_grad():
+        expected = token_loss_sums(model(input_ids=ids).logits, labels)
+    got = sequence_loss_sums(model, model.lm_head, {"input_ids": ids, "labels": labels})
+    assert got[:, 1].tolist() == [3, 6, 4]  # targets counted: labels[1:] that are not -100
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def tiny_causal_lm(model_type: str, vocab_size: int = 64, **overrides):
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
                                   **overrides)
     torch.manual_seed(0)

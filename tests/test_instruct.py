@@ -13,7 +13,9 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate
 from hf_recipes.metrics import exact_match, rouge_l
 from hf_recipes.recipes import instruct
-from hf_recipes.recipes.instruct import InstructArguments, judge_scores, render_prompt
+from hf_recipes.judge import judge_scores
+from hf_recipes.prompts import render_prompt
+from hf_recipes.recipes.instruct import InstructArguments
 from tests.conftest import SAMPLES, SHARED_DATA, cli_args, needs_shared
 
 RECORDS = SAMPLES / "instructions" / "instructions.json"

@@ -16,7 +16,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassificati
 from hf_recipes import cli, recipes
 from hf_recipes.adapters import MERGED_DIR, adapted_module_names
 from hf_recipes.generation import GenerationArguments, generate, load_causal_lm
-from hf_recipes.recipe import Recipe
+from hf_recipes import run as run_lifecycle
 from hf_recipes.recipes import instruct, lyrics, sentiment
 from tests.conftest import TOKENIZER_DIR, card_snippet, cli_args, run_card_snippet, tiny_overrides
 from tests.test_bad_input import assert_one_error_line, snapshot
@@ -100,14 +100,14 @@ def test_all_linear_on_llama_targets_attention_and_mlp_not_lm_head(tmp_path):
 def run_keeping_model(recipe, settings: dict):
     """``recipe.run(**settings)`` and the trained model object as it was in memory."""
     kept = {}
-    original = Recipe.train
+    original = run_lifecycle.train
 
-    def train(self, trainer, prepared, run):
+    def train(trainer, prepared, state):
         kept["model"] = prepared.model
-        return original(self, trainer, prepared, run)
+        return original(trainer, prepared, state)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Recipe, "train", train)
+        patch.setattr(run_lifecycle, "train", train)
         metrics = recipe.run(**settings)
     return metrics, kept["model"].eval()
 

@@ -17,8 +17,9 @@ from hf_recipes import recipes
 from hf_recipes import cli
 from transformers import TrainerState, set_seed
 
-from hf_recipes.trainer import RecipeTrainer, last_complete_checkpoint
-from hf_recipes.recipe import train_loss_of_resumed_run
+from hf_recipes.run_folder import last_complete_checkpoint
+from hf_recipes.trainer import RecipeTrainer
+from hf_recipes.run import train_loss_of_resumed_run
 from tests.conftest import SAMPLES, cli_args
 
 TASK_DATA = {

@@ -339,7 +339,7 @@ def test_mixed_precision_reaches_the_accelerator(overrides, precision):
                                           ({"avx2", "avx512f", "avx512_bf16"}, None), ({"avx2"}, None)])
 def test_auto_precision_takes_bf16_on_cpus_with_amx_only(flags, dtype):
     # AVX512-BF16 without AMX measured no faster than fp32 (bench/bench_precision.py); AVX2 emulates bf16.
-    from hf_recipes.model import autocast_dtype_for_cpu
+    from hf_recipes.precision import autocast_dtype_for_cpu
 
     assert autocast_dtype_for_cpu(flags) == dtype
 
@@ -349,14 +349,14 @@ def test_measured_precision_takes_bf16_only_when_its_matmul_is_clearly_faster(bf
                                                                               tmp_path):
     from transformers import TrainingArguments
 
-    from hf_recipes import trainer as trainer_module
-    from hf_recipes.model import cpu_matmul_rates
+    from hf_recipes import precision
+    from hf_recipes.precision import cpu_matmul_rates
 
     measured = cpu_matmul_rates(size=64, repeats=1)  # the real measurement runs and gives rates
     assert measured["fp32"] > 0 and measured["bf16"] > 0
-    monkeypatch.setattr(trainer_module, "cpu_matmul_rates", lambda: {"fp32": 10.0, "bf16": bf16_rate})
+    monkeypatch.setattr(precision, "cpu_matmul_rates", lambda: {"fp32": 10.0, "bf16": bf16_rate})
     training_args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
-    assert trainer_module.resolve_precision(training_args, "measure") == chosen
+    assert precision.resolve_precision(training_args, "measure") == chosen
     assert training_args.bf16 == (chosen == "bf16")
 
 

@@ -15,11 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import re
-import string
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.resources import files
@@ -28,46 +23,40 @@ from typing import Sequence
 
 from accelerate.utils import gather_object
 from datasets import DatasetDict, Value
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorWithFlattening
+from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_prompt, is_sharegpt, split_last_answer,
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import check_columns, drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
+from hf_recipes.data import check_columns, drop_empty, drop_rows, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
-from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm, settings_of_run
+from hf_recipes.generation import AnswerArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
-from hf_recipes.predict import load_recipe_file
-from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.run_folder import load_recipe_file
+from hf_recipes.checks import FitCheck, LeakageCheck
+from hf_recipes.forgetting import ForgettingCheck
+from hf_recipes.model_kinds import CAUSAL_LM_KIND
+from hf_recipes.judge import judge_scores
 from hf_recipes.model_card import CardExample
-from hf_recipes.recipe import Prepared
+from hf_recipes.prompts import ALPACA_INPUT, ALPACA_PROMPT, PromptFormat, chat_template, render_prompt, user_message
+from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table, per_split
 
 HERE = files(__package__)
 logger = logging.getLogger("hf_recipes")
 
-# The Alpaca prompt as in "Build a Large Language Model (From Scratch)", chapter 7. The response follows it.
-ALPACA_PROMPT = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-    "\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:\n"
-)
-ALPACA_INPUT = "\n\n### Input:\n{input}"
 GENERATIONS_FILE = "test_generations.jsonl"
 PROMPT_FORMATS = ("auto", "alpaca", "chat", "plain")
 # Record layouts (dataset_format), told apart by their columns: Alpaca's and the ones TRL's SFTTrainer reads.
 INSTRUCTION, PROMPT_COMPLETION, CONVERSATIONAL_PC = "instruction", "prompt-completion", "conversational prompt-completion"
 MESSAGES, SHAREGPT = "messages", "ShareGPT conversations"
 CONVERSATION_COLUMNS = ("messages", "conversations")  # found without messages_column, in this order
-JUDGE_PROMPT = (
-    "Given the input `{prompt}` and correct output `{reference}`, score the model response `{generated}` on a "
-    "scale from 0 to 100, where 100 is the best score. Respond with the integer number only."
-)
 
 
 @dataclass
-class InstructArguments(GenerationArguments):
+class InstructArguments(AnswerArguments):
     prompt_format: str = field(
         default="auto",
         metadata={"help": "auto: from the columns (messages or ShareGPT conversations: chat; prompt/completion: plain, "
@@ -121,10 +110,6 @@ class InstructArguments(GenerationArguments):
     judge_api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the judge's API key, if any."}
     )
-    # Plain greedy decoding by default: answers are scored against references.
-    do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty for repeating tokens (1 = none)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
     # Not a flag: the layout the records were read as (one of the layouts above), set when the data is read.
     dataset_format: str = field(default="", init=False)
 
@@ -138,38 +123,6 @@ class InstructArguments(GenerationArguments):
             raise RecipeError(f"report_examples must be 0 or more, got {self.report_examples}")
         if self.messages_column and self.prompt_format not in ("auto", "chat"):
             raise RecipeError("messages_column needs prompt_format chat or auto (the alpaca format has no conversations)")
-
-
-def render_prompt(instruction: str, input: str | None, task: InstructArguments) -> str:
-    """The prompt for one record; the input section is left out when the input is empty."""
-    section = task.input_template.format(input=input) if input and input.strip() else ""
-    return task.prompt_template.format(instruction=instruction, input_section=section)
-
-
-def chat_template(task: InstructArguments) -> str:
-    """The prompt format as a Jinja chat template, saved with the tokenizer: a user message (its ``content`` the
-    instruction, an optional ``input`` key the input) renders exactly as :func:`render_prompt`, an assistant message
-    as the response and EOS. So ``pipeline("text-generation")`` given messages prompts the model as it was trained.
-    Literal text goes in as string expressions: block tags would let Jinja's trim_blocks eat its newlines."""
-
-    def render(template: str, fields: dict[str, str]) -> str:
-        parts = []
-        for literal, name, _, _ in string.Formatter().parse(template):
-            parts += [f"{{{{ {json.dumps(literal)} }}}}"] if literal else []
-            parts += [fields[name]] if name is not None else []
-        return "".join(parts)
-
-    section = ("{% if message['input'] is defined and message['input'] %}"
-               + render(task.input_template, {"input": "{{ message['input'] }}"}) + "{% endif %}")
-    user = render(task.prompt_template, {"instruction": "{{ message['content'] }}", "input_section": section})
-    return ("{% for message in messages %}{% if message['role'] == 'user' %}" + user
-            + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
-            "{% endfor %}")
-
-
-def user_message(instruction: str | None, input: str | None) -> str:
-    """The user turn of an instruction/input record: the instruction, then a blank line and the input if any."""
-    return (instruction or "") + (f"\n\n{input}" if input and input.strip() else "")
 
 
 def role_and_content(messages) -> list[dict[str, str]]:
@@ -250,7 +203,7 @@ def cut_examples(examples: list[tuple[list[int], list[int]]], limit: int) -> dic
         "input_ids": [ids[:limit] for ids, _ in examples],
         "labels": [labels[:limit] for _, labels in examples],
         "truncated": [len(ids) > limit for ids, _ in examples],
-        "has_target": [has_target(labels[:limit]) for _, labels in examples],
+        "has_target": [CAUSAL_LM_KIND.has_target(labels[:limit]) for _, labels in examples],
     }
 
 
@@ -309,8 +262,10 @@ def read_records(args: RecipeArgs, raw: DatasetDict) -> DatasetDict:
     return raw
 
 
-class InstructRecipe(CausalLMRecipe):
-    unused_flags = (*CausalLMRecipe.unused_flags, "text_column")  # records have their own columns
+class InstructRecipe(Recipe):
+    kind = CAUSAL_LM_KIND
+    unused_flags = (*CAUSAL_LM_KIND.unused_flags, "text_column")  # records have their own columns
+    checks = (LeakageCheck(), ForgettingCheck(), FitCheck())
     name = "instruct"
     title = "Instruction tuning"
     task_args_class = InstructArguments
@@ -522,61 +477,18 @@ class InstructRecipe(CausalLMRecipe):
                          "research.",
             limitations="Its answers can be wrong, made up or unsafe; do not use them unchecked.")
 
-    def cli_prompts(self, opts, task: dict) -> list[str]:
-        if task.get("prompt_format") == "plain":  # trained on prompts as given: no template
-            prompts = (opts.prompt or []) + ([opts.instruction] if opts.instruction else [])
-            if not prompts:
-                raise RecipeError("give --prompt: this run was trained on plain prompt/completion records, and the "
-                                  "prompt is used as given")
-            return prompts
-        if not opts.instruction:
-            raise RecipeError("give --instruction (and --input when the task has one)")
-        if task.get("prompt_format") == "chat":
-            tokenizer = AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
-            return [generation_prompt(tokenizer, [{"role": "user", "content": user_message(opts.instruction,
-                                                                                            opts.input)}])]
-        return [render_prompt(opts.instruction, opts.input, saved_templates(task))]
-
-    def cli_add_bos(self, task: dict) -> bool:
-        return task.get("prompt_format") != "chat"  # a chat template writes its own BOS
+    def prompt_format(self, task: InstructArguments) -> PromptFormat:
+        if task.prompt_format == "plain":  # trained on prompts as given: no template
+            return PromptFormat(echo=False, missing="give --prompt: this run was trained on plain prompt/completion "
+                                                    "records, and the prompt is used as given")
+        return dataclasses.replace(PromptFormat.alpaca(), template=task.prompt_template,
+                                   input_template=task.input_template, chat=task.prompt_format == "chat")
 
 
 def saved_templates(task: dict) -> InstructArguments:
     """The templates a run was trained with (recipe.json), so prompts at inference match training."""
     known = {f.name for f in dataclasses.fields(InstructArguments)}
     return InstructArguments(**{k: v for k, v in task.items() if k in {"prompt_template", "input_template"} & known})
-
-
-def judge_scores(prompts: Sequence[str], references: Sequence[str], generated: Sequence[str],
-                 task: InstructArguments) -> tuple[float | None, str]:
-    """Mean 0-100 score from an OpenAI-compatible chat endpoint, and a line for the report. The score is None
-    when no judge is configured or it fails: a missing judge never fails a run, the line says why."""
-    if not task.judge_url:
-        return None, ("LLM judge: off (set judge_url to an OpenAI-compatible endpoint, e.g. a local Ollama, "
-                      "to score answers).")
-    where = f"LLM judge ({task.judge_model} at {task.judge_url})"
-    url = task.judge_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json"}
-    if os.environ.get(task.judge_api_key_env):
-        headers["Authorization"] = f"Bearer {os.environ[task.judge_api_key_env]}"
-    scores = []
-    try:
-        for prompt, reference, answer in zip(prompts, references, generated):
-            body = {"model": task.judge_model, "temperature": 0, "messages": [
-                {"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, reference=reference, generated=answer)}]}
-            request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-            with urllib.request.urlopen(request, timeout=60) as response:
-                reply = json.load(response)["choices"][0]["message"]["content"]
-            number = re.search(r"\d+", reply)
-            if number:
-                scores.append(min(100, int(number.group())))
-    except (urllib.error.URLError, OSError, KeyError, IndexError, TypeError, ValueError) as err:
-        logger.warning("%s failed (%s: %s); no judge score", where, type(err).__name__, err)
-        return None, f"{where}: no score ({type(err).__name__}: {err})."
-    if not scores:
-        return None, f"{where}: no score (no reply held a number)."
-    mean = sum(scores) / len(scores)
-    return mean, f"{where}: mean score {mean:.1f} / 100 over {len(scores)} of {len(prompts)} answers."
 
 
 RECIPE = InstructRecipe()

@@ -25,9 +25,13 @@ from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.model import (check_room, encode, keep_packed_sequences_apart, load_model, load_tokenizer,
                               max_length)
-from hf_recipes.kinds import CausalLMRecipe
+from hf_recipes.checks import FitCheck, LeakageCheck
+from hf_recipes.forgetting import ForgettingCheck
+from hf_recipes.model_kinds import CAUSAL_LM_KIND
+from hf_recipes.prompts import PromptFormat
 from hf_recipes.model_card import CardExample
-from hf_recipes.recipe import Prepared, load_recipe_file
+from hf_recipes.recipe import Prepared, Recipe
+from hf_recipes.run_folder import load_recipe_file
 from hf_recipes.report import markdown_table, per_split
 
 HERE = files(__package__)
@@ -172,8 +176,10 @@ class BlockPacker:
         return blocks
 
 
-class LyricsRecipe(CausalLMRecipe):
-    unused_flags = (*CausalLMRecipe.unused_flags, "max_seq_length", "metric_names")  # blocks of block_size; loss only
+class LyricsRecipe(Recipe):
+    kind = CAUSAL_LM_KIND
+    unused_flags = (*CAUSAL_LM_KIND.unused_flags, "max_seq_length", "metric_names")  # blocks of block_size; loss only
+    checks = (LeakageCheck(), ForgettingCheck(), FitCheck())
     name = "lyrics"
     title = "Song lyrics: causal-LM fine-tuning"
     task_args_class = LyricsArguments
@@ -256,10 +262,10 @@ class LyricsRecipe(CausalLMRecipe):
         report.add("Generations before and after",
                    f"Decoding: {args.task.describe_decoding()}.\n\n" + markdown_table(rows))
 
-    def cli_prompts(self, opts, task: dict) -> list[str]:
-        if not opts.prompt:
-            raise RecipeError("give at least one --prompt")
-        return model_prompts(opts.prompt, task.get("title_column"))
+    def prompt_format(self, task: LyricsArguments) -> PromptFormat:
+        if task.title_column:  # as title_prompt(): a title, then a blank line
+            return PromptFormat(template="{prompt}" + BLANK_LINE, strip=True, missing="give at least one --prompt")
+        return PromptFormat(missing="give at least one --prompt")
 
     def model_card_example(self, args: RecipeArgs) -> CardExample:
         first = args.task.prompts[0] if args.task.prompts else "Down by the river"

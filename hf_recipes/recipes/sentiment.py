@@ -28,10 +28,13 @@ from hf_recipes.data import drop_empty, drop_rows, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
-from hf_recipes.predict import classify
-from hf_recipes.kinds import ClassifierRecipe
+from hf_recipes.baselines import ClassificationBaselines
+from hf_recipes.checks import FitCheck, LeakageCheck
+from hf_recipes.forgetting import ForgettingCheck
 from hf_recipes.model_card import CardExample
-from hf_recipes.recipe import Prepared
+from hf_recipes.model_kinds import CLASSIFIER_KIND
+from hf_recipes.predict import classify
+from hf_recipes.recipe import Prepared, Recipe
 from hf_recipes.report import markdown_table, per_split, plot_confusion_matrix
 
 HERE = files(__package__)
@@ -205,13 +208,16 @@ def labels_without_train_rows(raw: DatasetDict, column: str, names: list[str], v
     return [name for i, name in enumerate(names) if i not in present]
 
 
-class SentimentRecipe(ClassifierRecipe):
+class SentimentRecipe(Recipe):
     name = "sentiment"
     title = "Sentiment classification"
     task_args_class = SentimentArguments
     default_config = HERE / "sentiment.yaml"
     model_card_task = "text-classification"
     metric_inputs = "predicted and true label ids"
+    kind = CLASSIFIER_KIND
+    unused_flags = CLASSIFIER_KIND.unused_flags
+    checks = (LeakageCheck(), ForgettingCheck(), ClassificationBaselines(), FitCheck())  # the fit check reads the baselines
 
     def model_card_example(self, args: RecipeArgs) -> CardExample:
         return CardExample(

@@ -1,0 +1,1 @@
+"""A recipe from outside hf-recipes, as another package would ship it: summarisation with a causal LM."""
