@@ -87,9 +87,7 @@ def resolve(values: dict[str, Any], argv: Sequence[str], fields: set[str], built
                               "to this recipe")
         notes.append(f"--{alias_name} is {alias.tool}'s name for --{name}"
                      + (" with the opposite value" if alias.negated else ""))
-        if alias.negated:
-            return name, str(not boolean_value(alias_name, value)).lower()
-        return name, value
+        return name, (not boolean_value(alias_name, value)) if alias.negated else value
 
     renamed: dict[str, Any] = {}
     for key, value in values.items():
@@ -116,5 +114,6 @@ def resolve(values: dict[str, Any], argv: Sequence[str], fields: set[str], built
             value = "true"  # a boolean flag given alone
         pair = rename(name, value)
         if pair:  # a flag given alone stays alone: a boolean is true, anything else the parser's error
-            tokens += [f"--{pair[0]}"] + ([] if pair[1] is None else [str(pair[1])])
+            value = str(pair[1]).lower() if isinstance(pair[1], bool) else pair[1]
+            tokens += [f"--{pair[0]}"] + ([] if value is None else [value])
     return renamed, tokens, notes

@@ -23,18 +23,22 @@ errors answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 import textwrap
 import threading
+import typing
 from pathlib import Path
 
 from hf_recipes import __version__
 from hf_recipes.errors import RecipeError, did_you_mean, one_line
 from hf_recipes.files import check_regular_file
+from hf_recipes.generation import GenerationArguments
 from hf_recipes.help import WIDTH
 from hf_recipes.run_folder import CLASSIFIER, RECIPE_FILE
+from hf_recipes.search_space import SweepArguments
 
 
 def read_lines(path: str) -> list[str]:
@@ -99,7 +103,7 @@ def cmd_sweep(opts, extra: list[str]) -> int:
         return 0
     if opts.n_trials is None:
         raise RecipeError(f"{opts.parser.prog}: the following arguments are required: --n_trials")
-    from hf_recipes.sweep import SweepArguments, require_optuna, run_sweep
+    from hf_recipes.sweep import require_optuna, run_sweep
 
     require_optuna()
     settings = SweepArguments(
@@ -182,12 +186,10 @@ def cmd_generate(opts, extra: list[str]) -> int:
     reject_flags(opts, extra)
     if extra:
         raise RecipeError(f"unknown argument '{extra[0]}'")
-    import dataclasses
-
     from transformers import AutoTokenizer
 
     from hf_recipes import recipes
-    from hf_recipes.generation import GenerationArguments, check_generation_settings, generate, load_causal_lm
+    from hf_recipes.generation import AnswerArguments, generate, load_causal_lm, settings_of_run
     from hf_recipes.prompts import PromptFormat
     from hf_recipes.run_folder import CAUSAL_LM, load_recipe_file, open_model_dir
 
@@ -206,12 +208,11 @@ def cmd_generate(opts, extra: list[str]) -> int:
     tokenizer = (AutoTokenizer.from_pretrained(opts.model_dir, trust_remote_code=opts.trust_remote_code)
                  if prompting.chat else None)
     prompts = prompting.prompts(opts.prompt, opts.instruction, opts.input, tokenizer)
-    known = {f.name for f in dataclasses.fields(GenerationArguments)}
-    settings = GenerationArguments(**{k: v for k, v in saved["task"].items() if k in known})
-    for key in known:
-        if getattr(opts, key, None) is not None:
-            setattr(settings, key, getattr(opts, key))
-    check_generation_settings(settings)
+    # A run's recipe.json holds all its decoding settings; a folder without one decodes an instruction as the
+    # instruction recipes answer, a prompt with the defaults.
+    defaults = AnswerArguments if opts.instruction and not saved["recipe"] else GenerationArguments
+    settings = settings_of_run(defaults, saved["task"],
+                               **{f.name: getattr(opts, f.name) for f in dataclasses.fields(GenerationArguments)})
     model, tokenizer = load_causal_lm(opts.model_dir, opts.trust_remote_code)
     answers = generate(model, tokenizer, prompts, settings, add_bos=prompting.add_bos)
     for prompt, text in zip(prompts, answers):
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage="hf-recipes print-config RECIPE [--config FILE.yaml] [--any_flag value ...]")
     print_config.set_defaults(func=cmd_print_config)
 
+    sweep_defaults = {f.name: f.default for f in dataclasses.fields(SweepArguments)}
     # No abbreviations: --learning_rate and --weight_decay are recipe flags, not short for the range flags.
     sweep = add_recipe_command("sweep", allow_abbrev=False,
                                help="search learning rate, batch size, epochs, warmup and weight decay (Optuna)")
@@ -290,10 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="per-device train batch sizes to try (default: half, same and double the config's)")
     sweep.add_argument("--epochs_range", type=int, nargs=2, metavar=("MIN", "MAX"),
                        help="whole epochs (default: 1 to twice the config's; not searched when max_steps is set)")
-    sweep.add_argument("--warmup_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.2),
-                       help="warmup as a share of the total steps (default: 0 0.2)")
-    sweep.add_argument("--weight_decay_range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.1),
-                       help="default: 0 0.1")
+    sweep.add_argument("--warmup_range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=sweep_defaults["warmup_range"], help="warmup as a share of the total steps (default: "
+                       "{} {})".format(*sweep_defaults["warmup_range"]))
+    sweep.add_argument("--weight_decay_range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                       default=sweep_defaults["weight_decay_range"],
+                       help="default: {} {}".format(*sweep_defaults["weight_decay_range"]))
     sweep.set_defaults(func=cmd_sweep)
 
     demo = sub.add_parser("demo", help="offline demo of every recipe (tiny model, bundled data)")
@@ -318,16 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--instruction", help="the instruction, for runs prompted with one")
     gen.add_argument("--input", default="", help="the optional input of the instruction")
     # Unset decoding flags take the run's own settings (its recipe.json), so the model decodes as in its report.
-    run_setting = " (default: the run's own setting)"
-    gen.add_argument("--max_new_tokens", type=int, help="tokens to generate per prompt" + run_setting)
-    gen.add_argument("--do_sample", type=boolean, help="true: sample; false: greedy decoding" + run_setting)
-    gen.add_argument("--temperature", type=float, help="sampling temperature" + run_setting)
-    gen.add_argument("--top_k", type=int, help="sample from the k most likely tokens" + run_setting)
-    gen.add_argument("--top_p", type=float, help="sample from the smallest set of tokens with this much "
-                                                  "probability" + run_setting)
-    gen.add_argument("--repetition_penalty", type=float, help="penalty for repeated tokens, 1 = none" + run_setting)
-    gen.add_argument("--generation_seed", "--seed", dest="generation_seed", type=int,
-                     help="seed of the sampling" + run_setting)
+    decoding = gen.add_argument_group("decoding (a flag not given: the run's own setting, from its recipe.json, else "
+                                      "the recipe's default)")
+    hints = typing.get_type_hints(GenerationArguments)
+    for setting in dataclasses.fields(GenerationArguments):
+        kind = next(t for t in typing.get_args(hints[setting.name]) or (hints[setting.name],) if t is not type(None))
+        spellings = ["--generation_seed", "--seed"] if setting.name == "generation_seed" else [f"--{setting.name}"]
+        decoding.add_argument(*spellings, dest=setting.name, type=boolean if kind is bool else kind,
+                              help=setting.metadata.get("help"))
     gen.add_argument("--trust_remote_code", type=boolean, default=False,
                      help="run the model folder's own Python code (auto_map); off by default")
     gen.set_defaults(func=cmd_generate)

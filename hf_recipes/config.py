@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import re
 import string
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 
 from hf_recipes import aliases
 from hf_recipes.config_file import PATH_KEYS, SECRET_KEYS, load_yaml  # noqa: F401 - re-exported
@@ -316,33 +317,8 @@ class _Parser(HfArgumentParser):
         raise RecipeError(message)
 
 
-def to_argv(values: dict[str, Any]) -> list[str]:
-    """Turn {key: value} into command-line tokens that HfArgumentParser reads like typed flags."""
-    argv: list[str] = []
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
 def field_names(dataclass_types: Sequence[type]) -> set[str]:
     return {f.name for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
-
-
-def given_values(dataclass_types: Sequence[type], argv: Sequence[str]) -> dict[str, Any]:
-    """The fields that the flags in ``argv`` set, read as the parser reads them (``--no_report`` is report: false)
-    and only those: what a config file holds to stand for the command line."""
-    _, argv, _ = aliases.resolve({}, argv, field_names(dataclass_types), built_in_aliases(dataclass_types))
-    parser = _Parser(dataclass_types, allow_abbrev=False)
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS  # a flag not given leaves no value
-    return vars(parser.parse_known_args(list(argv))[0])
 
 
 def built_in_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
@@ -352,14 +328,102 @@ def built_in_aliases(dataclass_types: Sequence[type]) -> dict[str, str]:
 
 def check_keys(values: dict[str, Any], dataclass_types: Sequence[type], where: str) -> None:
     """Every key names a field, and a field that takes one value is not given a list or a mapping."""
-    fields = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls) if f.init}
+    # The annotations, not Field.type: HfArgumentParser rewrites Field.type (`list[str] | str | None` to str)
+    hints = {name: hint for cls in dataclass_types for name, hint in typing.get_type_hints(cls).items()
+             if name in field_names([cls])}
     for key, value in values.items():
-        if key not in fields:
-            raise RecipeError(f"unknown config key '{key}' in {where}{aliases.suggest(key, list(fields))}")
-        takes_many = any(word in str(fields[key].type) for word in ("list", "dict", "tuple"))
+        if key not in hints:
+            raise RecipeError(f"unknown config key '{key}' in {where}{aliases.suggest(key, list(hints))}")
+        takes_many = any(word in str(hints[key]) for word in ("list", "dict", "tuple"))
         if isinstance(value, (list, tuple, dict)) and not takes_many:
             kind = "a mapping" if isinstance(value, dict) else "a list"
             raise RecipeError(f"config key '{key}' in {where} takes one value, got {kind}: {value!r}")
+
+
+class Settings:
+    """The parser of a set of dataclasses, and how a value from YAML or Python becomes the value of a field: what
+    the same value typed after its flag parses to, without ever turning it back into text."""
+
+    def __init__(self, dataclass_types: Sequence[type]):
+        self.classes = tuple(dataclass_types)
+        self.parser = _Parser(self.classes, allow_abbrev=False)
+        self.actions = {}
+        for action in self.parser._actions:
+            self.actions.setdefault(action.dest, action)  # --x before --no_x
+        self.hints = {name: hint for cls in self.classes for name, hint in typing.get_type_hints(cls).items()}
+        self.defaults = {name: self.actions[name].default for name in field_names(self.classes)}
+        # Ours only: TrainingArguments reads an unset output_dir as "trainer_output"; an empty one is an error
+        self.emptiable = [name for cls in self.classes if not issubclass(cls, TrainingArguments)
+                          for name in field_names([cls]) if type(None) in typing.get_args(self.hints[name])]
+
+    def typed(self, values: dict[str, Any], where: str) -> dict[str, Any]:
+        return {key: self.value(key, value, where) for key, value in values.items()}
+
+    def value(self, key: str, value: Any, where: str) -> Any:
+        """None unsets: a setting that may be None becomes None, one that may not gets its built-in default."""
+        hint, action = self.hints[key], self.actions[key]
+        accepted = typing.get_args(hint) or (hint,)
+        if value is None:
+            return None if type(None) in accepted else self.defaults[key]
+        takes_list = action.nargs in ("+", "*") or any(typing.get_origin(t) is list for t in accepted)
+        if isinstance(value, (list, tuple)) and takes_list:
+            return [self.scalar(key, item, where) for item in value]
+        if isinstance(value, dict) and any(t is dict or typing.get_origin(t) is dict for t in accepted):
+            return value
+        typed = self.scalar(key, value, where)
+        return [typed] if action.nargs in ("+", "*") else typed
+
+    def scalar(self, key: str, value: Any, where: str) -> Any:
+        action = self.actions[key]
+        convert = action.type or str
+        problem = f"config key '{key}' in {where}"
+        if isinstance(value, str):
+            try:
+                value = convert(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                name = getattr(convert, "__name__", repr(convert))
+                raise RecipeError(f"{problem}: invalid {name} value: '{value}'") from None
+        elif isinstance(value, bool) and convert is not string_to_bool:
+            raise RecipeError(f"{problem} takes {self.kind(action)}, got {str(value).lower()} (YAML reads an "
+                              "unquoted yes/no/on/off as true/false: quote it)")
+        elif convert is float and isinstance(value, (int, float)):
+            value = float(value)
+        elif convert is str and isinstance(value, (int, float)):
+            value = str(value)  # a name or revision written as a number
+        elif not (convert is int and isinstance(value, int) or convert is string_to_bool and isinstance(value, bool)
+                  or action.choices and value in action.choices):
+            raise RecipeError(f"{problem} takes {self.kind(action)}, got {value!r}")
+        if action.choices and value not in action.choices:
+            choices = ", ".join(str(getattr(c, "value", c)) for c in action.choices)
+            raise RecipeError(f"{problem}: invalid choice: '{value}' (choose from {choices})")
+        return value
+
+    @staticmethod
+    def kind(action: argparse.Action) -> str:
+        if action.choices:
+            return "one of " + ", ".join(str(getattr(c, "value", c)) for c in action.choices)
+        return {int: "a whole number", float: "a number", string_to_bool: "true or false"}.get(action.type, "text")
+
+    def parse(self, config_values: dict[str, Any], argv: Sequence[str], overrides: dict[str, Any]) -> tuple:
+        """``config_values`` become the parser's defaults (TRL's TrlParser.set_defaults_with_config), the flags of
+        ``argv`` parse on top and ``overrides`` go on top of those; then each dataclass is built once."""
+        for action in self.parser._actions:
+            if action.dest in config_values:
+                action.default, action.required = config_values[action.dest], False
+        namespace, remaining = self.parser.parse_known_args(list(argv))
+        if remaining:
+            flag = next((t for t in remaining if t.startswith("-")), remaining[0])
+            raise RecipeError(f"unknown argument '{flag}'{aliases.suggest(flag, flags_of(self.parser))}")
+        given = vars(namespace)
+        for key in self.emptiable:  # --key "" on the command line unsets, as null does in YAML
+            if given[key] == "":
+                given[key] = None
+        given.update(overrides)
+        try:
+            return tuple(cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.init})
+                         for cls in self.classes)
+        except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__
+            raise RecipeError(one_line(err)) from None
 
 
 def parse_args(
@@ -369,42 +433,31 @@ def parse_args(
     overrides: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> tuple:
-    """Parse ``dataclass_types`` from a YAML file, Python keyword overrides, then command-line flags.
+    """Parse ``dataclass_types`` from a YAML file, command-line flags on top, then Python keyword overrides.
 
-    Later sources win; an override of None unsets the key (its dataclass default applies). Every key must
-    belong to one of the dataclasses; an unknown one is an error naming it. Other tools' names (aliases.py) are
-    taken for ours, each with a line appended to ``notes``.
+    Later sources win. None (YAML null, a keyword of None, ``--key ""``) unsets a key: a setting that may be None
+    becomes None, one that may not gets its built-in default. Every key must belong to one of the dataclasses; an
+    unknown one is an error naming it. Other tools' names (aliases.py) are taken for ours, each with a line appended
+    to ``notes``. Each dataclass is built once, so its own checks run once.
     """
     fields = field_names(dataclass_types)
     built_in = built_in_aliases(dataclass_types)
+    settings = Settings(dataclass_types)
     renamed: list[str] = []
 
     def own_names(values: dict[str, Any], where: str) -> dict[str, Any]:
         values, _, said = aliases.resolve(values, (), fields, built_in)
         check_keys(values, dataclass_types, where)
         renamed.extend(said)
-        return values
+        return settings.typed(values, where)
 
-    values: dict[str, Any] = {}
-    if config is not None:
-        values = own_names(load_yaml(config), str(config))
-    if overrides:
-        values.update(own_names(overrides, "keyword arguments"))
+    config_values = own_names(load_yaml(config), str(config)) if config is not None else {}
     _, argv, said = aliases.resolve({}, argv, fields, built_in)
     renamed.extend(said)
+    keywords = own_names(overrides, "keyword arguments") if overrides else {}
     if notes is not None:
         notes.extend(dict.fromkeys(renamed))  # each once, in order
-    tokens = to_argv(values) + list(argv)
-    parser = _Parser(dataclass_types, allow_abbrev=False)
-    try:
-        parsed = parser.parse_args_into_dataclasses(args=tokens, return_remaining_strings=True)
-    except (ValueError, TypeError) as err:  # raised by a dataclass __post_init__
-        raise RecipeError(one_line(err)) from None
-    *parsed, remaining = parsed
-    if remaining:
-        flag = next((t for t in remaining if t.startswith("-")), remaining[0])
-        raise RecipeError(f"unknown argument '{flag}'{aliases.suggest(flag, flags_of(parser))}")
-    return tuple(parsed)
+    return settings.parse(config_values, argv, keywords)
 
 
 @dataclass
@@ -436,25 +489,27 @@ def recipe_dataclasses(task_args_class: type) -> tuple[tuple[type, ...], tuple[s
 
 
 def recipe_fields(task_args_class: type, unused: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text and
-    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__)."""
+    """Each flag of a recipe once (less ``unused``, the ones it ignores): its name, --help heading, help text,
+    the value a run given no YAML file and no flags gets (after every dataclass's own __post_init__), and whether
+    null (None) is a value of it (else null means that default)."""
     from hf_recipes.help import shown
 
     classes, titles = recipe_dataclasses(task_args_class)
     defaults = parse_args(classes)
+    nullable = {name for cls in classes for name, hint in typing.get_type_hints(cls).items()
+                if type(None) in typing.get_args(hint)}
     return [{"name": f.name, "group": title, "help": f.metadata.get("help", ""),
-             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments}
+             "default": shown(getattr(instance, f.name), f.name), "training": cls is TrainingArguments,
+             "nullable": f.name in nullable}
             for cls, title, instance in zip(classes, titles, defaults)
             for f in dataclasses.fields(cls) if f.init and f.name not in unused]
 
 
-def resolved_yaml(args: RecipeArgs, unused: Sequence[str] = ()) -> str:
-    """The settings of a parsed run as YAML that ``--config`` takes again, grouped as ``--help`` groups them: every
-    flag of the recipe (less ``unused``), and the TrainingArguments that differ from transformers' defaults or are
-    among the most used. Secrets are left out."""
+def resolved_values(args: RecipeArgs, unused: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """The settings of a parsed run as plain values that ``--config`` takes again, grouped under the ``--help``
+    headings: every flag of the recipe (less ``unused``), and the TrainingArguments that differ from transformers'
+    defaults or are among the most used. Secrets are left out."""
     import enum
-
-    import yaml
 
     from hf_recipes.help import COMMON_TRAINING
 
@@ -462,25 +517,35 @@ def resolved_yaml(args: RecipeArgs, unused: Sequence[str] = ()) -> str:
         if isinstance(value, enum.Enum):
             return value.value
         if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value] or None  # an empty list is the default: unset
+            return [plain(item) for item in value]
         return value if value is None or isinstance(value, (str, int, float, bool, dict)) else str(value)
+
+    classes, titles = recipe_dataclasses(type(args.task))
+    groups = (args.model, args.peft, args.data, args.task, args.run, args.checks, args.training)
+    library = TrainingArguments(output_dir=args.training.output_dir)
+    return {title: {f.name: plain(getattr(group, f.name)) for f in dataclasses.fields(cls)
+                    if f.init and f.name not in unused and f.name not in SECRET_KEYS
+                    and (cls is not TrainingArguments or f.name in COMMON_TRAINING
+                         or getattr(group, f.name) != getattr(library, f.name))}
+            for cls, title, group in zip(classes, titles, groups)}
+
+
+def settings_yaml(groups: dict[str, dict[str, Any]]) -> str:
+    """:func:`resolved_values` as YAML, each group under its heading as a comment."""
+    import yaml
 
     class Dumper(yaml.SafeDumper):  # a template's newlines as \n in double quotes, not folded lines
         pass
 
     Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
         "tag:yaml.org,2002:str", text, style='"' if "\n" in text else None))
-    classes, titles = recipe_dataclasses(type(args.task))
-    groups = (args.model, args.peft, args.data, args.task, args.run, args.checks, args.training)
-    library = dict(zip(classes, parse_args(classes, argv=["--output_dir", args.training.output_dir])))
-    parts = []
-    for cls, title, group in zip(classes, titles, groups):
-        values = {f.name: plain(getattr(group, f.name)) for f in dataclasses.fields(cls)
-                  if f.init and f.name not in unused and f.name not in SECRET_KEYS
-                  and (cls is not TrainingArguments or f.name in COMMON_TRAINING
-                       or getattr(group, f.name) != getattr(library[cls], f.name))}
-        parts.append(f"# {title}\n" + yaml.dump(values, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000))
-    return "\n".join(parts)
+    return "\n".join(f"# {title}\n" + yaml.dump(values, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
+                     for title, values in groups.items())
+
+
+def resolved_yaml(args: RecipeArgs, unused: Sequence[str] = ()) -> str:
+    """The settings of a parsed run as YAML that ``--config`` takes again (``hf-recipes print-config``)."""
+    return settings_yaml(resolved_values(args, unused))
 
 
 def recipe_flags(task_args_class: type) -> list[str]:
@@ -508,6 +573,8 @@ def parse_recipe_args(
         raise RecipeError("per_device_train_batch_size and per_device_eval_batch_size must be positive")
     if training.gradient_accumulation_steps <= 0:
         raise RecipeError("gradient_accumulation_steps must be positive")
+    if training.report_to == [None]:  # TrainingArguments' reading of report_to None (YAML null): no tracker
+        training.report_to = []
     check_training(training)
     check_trackers(training)
     check_early_stopping(run, training)

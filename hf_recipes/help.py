@@ -57,13 +57,15 @@ def summary(text: str) -> str:
 
 def in_effect(fields: list[dict], config_values: dict[str, Any]) -> dict[str, str]:
     """Each flag's value a run without flags gets: the YAML file's (other tools' names read as ours), else the
-    dataclass default."""
+    dataclass default (also for a null in the YAML file where the setting cannot be None)."""
     names = {f["name"] for f in fields}
     try:
         values, _, _ = resolve(config_values, (), names, {})
     except RecipeError:  # e.g. a TRL name beside ours: the run's error to report; help shows the defaults
         values = {}
-    return {f["name"]: shown(values[f["name"]], f["name"]) if f["name"] in values else f["default"] for f in fields}
+    return {f["name"]: shown(values[f["name"]], f["name"])
+            if f["name"] in values and (values[f["name"]] is not None or f["nullable"]) else f["default"]
+            for f in fields}
 
 
 def render(fields: list[dict], config_values: dict[str, Any], full: bool = False) -> str:

@@ -97,6 +97,7 @@ def build_trainer(recipe, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         # The run's decoding replaces the base's whole generation config (sampling defaults, n-gram blocking,
         # penalties would otherwise fill every field the run leaves unset); it is saved with the model and
         # checkpoints, so pipeline("text-generation") decodes as `hf-recipes generate` and the report say.
+        args.task = args.task.sampling_from(prepared.model.generation_config)  # the base's, for unset ones
         prepared.model.generation_config = args.task.generation_config(prepared.tokenizer)
         prepared.model.generation_config.validate(strict=True)  # as saving will, but before training
     if args.peft.use_peft:

@@ -22,14 +22,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from hf_recipes import config as config_module
+from hf_recipes.config import RecipeArgs
 from hf_recipes.errors import RecipeError
 from hf_recipes.run_folder import check_creatable
 from hf_recipes.report import Report, format_value, is_run_measurement, markdown_table
@@ -47,8 +45,17 @@ STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING
 # What every trial runs with: no checkpoints (the objective is the trial's final evaluation, not the best one),
 # no evaluation of the starting model (it would become the objective of a run that never evaluates otherwise)
 # and nothing pushed to the hub.
-TRIAL_FLAGS = ["--save_strategy", "no", "--load_best_model_at_end", "false", "--eval_on_start", "false",
-               "--push_to_hub", "false"]
+TRIAL_SETTINGS = {"save_strategy": "no", "load_best_model_at_end": False, "eval_on_start": False, "push_to_hub": False}
+
+
+def trial_args(args: RecipeArgs, sweep_dir: Path) -> RecipeArgs:
+    """The parsed settings every trial starts from: the user's, with :data:`TRIAL_SETTINGS`, writing to
+    ``sweep_dir``."""
+    # hyperparameter_search casts each value to the type of the current one: an int warmup_steps of 0 would turn
+    # every sampled ratio into 0.
+    training = dataclasses.replace(args.training, **TRIAL_SETTINGS, output_dir=str(sweep_dir),
+                                   warmup_steps=float(args.training.warmup_steps))
+    return dataclasses.replace(args, training=training)
 
 
 def require_optuna():
@@ -121,30 +128,23 @@ def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], 
 
     optuna = require_optuna()
     recipe = recipes.get(name)
-    argv = [str(a) for a in argv]
-    user_args = recipe.parse(config, argv)
+    user_args = recipe.parse(config, [str(a) for a in argv])  # the only parse: trials and best.yaml derive from it
     if user_args.training.world_size > 1:
         raise RecipeError("sweeps run in one process: start hf-recipes sweep without torchrun / accelerate launch")
     space = SearchSpace.resolve(settings, user_args.training)
-    groups = [type(value) for value in (getattr(user_args, f.name) for f in dataclasses.fields(user_args))
-              if dataclasses.is_dataclass(value)]
-    base_config = command_config(config or recipe.default_config, config_module.given_values(groups, argv))
-    check_parses(recipe, base_config)  # best.yaml is this plus hyperparameters: it must parse, and not only at the end
     check_creatable(Path(user_args.training.output_dir) / SWEEP_DIR)
     output_dir = Path(user_args.training.output_dir).resolve()
     sweep_dir = output_dir / SWEEP_DIR
     clear_sweep_dir(sweep_dir, user_args.run.overwrite_output_dir)
+    base_values = config_module.resolved_values(user_args, recipe.unused_flags)  # before the trials change anything
 
-    args = recipe.parse(config, [*argv, "--output_dir", str(sweep_dir), *TRIAL_FLAGS])
+    args = trial_args(user_args, sweep_dir)
     objective = Objective.from_training(args.training)
     trainer, prepared = recipe.build_trainer_from_args(args)
     # Every trial starts from these weights; Trainer sets the seed before model_init, so data order and dropout
     # match a plain run of the same config too.
     pristine = copy.deepcopy(prepared.model).to("cpu")
     trainer.model_init = lambda trial=None: copy.deepcopy(pristine)
-    # hyperparameter_search casts each value to the type of the current one: an int warmup_steps of 0 would turn
-    # every sampled ratio into 0.
-    args.training.warmup_steps = float(args.training.warmup_steps)
     logger.info("Sweep of %s: %d trials, objective %s (%s)", name, settings.n_trials, objective.metric,
                 objective.direction)
     study = search(optuna, trainer, TrialRecorder(space, objective, trainer), settings, name)
@@ -160,7 +160,7 @@ def run_sweep(name: str, config: str | os.PathLike | None, argv: Sequence[str], 
         trials=trial_rows(study, space),
     )
     if trainer.is_world_process_zero():
-        write_outputs(result, study, best_config(result, base_config, output_dir), space, settings)
+        write_outputs(result, study, best_config(result, base_values, output_dir), space, settings)
         print_summary(result)
     return result
 
@@ -232,38 +232,24 @@ def summary_columns(rows: list[dict[str, Any]]) -> list[str]:
     return [c for c in dict.fromkeys(c for row in rows for c in row) if not is_run_measurement(c)]
 
 
-def command_config(config: str | os.PathLike, given: dict[str, Any]) -> dict[str, Any]:
-    """The YAML values with the command line's on top, local paths made absolute so the file works anywhere.
-    Secrets (``token``, ``hub_token``) are left out: the file is written to disk."""
-    values = {**config_module.load_yaml(config), **given}
-    for key in config_module.SECRET_KEYS:
-        values.pop(key, None)
-    for key in config_module.PATH_KEYS & values.keys():
-        value = values[key]
-        if isinstance(value, str) and value and Path(value).exists():
-            values[key] = str(Path(value).resolve())
-    return values
+def best_config(result: SweepResult, base_values: dict[str, dict[str, Any]], output_dir: Path
+                ) -> dict[str, dict[str, Any]]:
+    """The swept run's settings (grouped as print-config groups them) with the best hyperparameters, training into
+    ``output_dir/best``; local paths absolute, so the file works from anywhere."""
+    groups = {title: dict(values) for title, values in base_values.items()}
+    for values in groups.values():
+        for key in config_module.PATH_KEYS & values.keys():
+            if isinstance(values[key], str) and values[key] and Path(values[key]).exists():
+                values[key] = str(Path(values[key]).resolve())
+        if "output_dir" in values:
+            values["output_dir"] = str(output_dir / BEST_DIR)
+        if "overwrite_output_dir" in values:
+            values["overwrite_output_dir"] = True
+    list(groups.values())[-1].update(result.best_params)  # the TrainingArguments, last
+    return groups
 
 
-def check_parses(recipe, values: dict[str, Any]) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / BEST_CONFIG
-        path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
-        try:
-            recipe.parse(path)
-        except RecipeError as err:
-            raise RecipeError(f"the command line cannot be written as a config file: {err}") from None
-
-
-def best_config(result: SweepResult, base_config: dict[str, Any], output_dir: Path) -> dict[str, Any]:
-    values = dict(base_config)
-    values.update(result.best_params)
-    values["output_dir"] = str(output_dir / BEST_DIR)
-    values["overwrite_output_dir"] = True
-    return values
-
-
-def write_outputs(result: SweepResult, study, best_values: dict[str, Any], space: SearchSpace,
+def write_outputs(result: SweepResult, study, best_values: dict[str, dict[str, Any]], space: SearchSpace,
                   settings: SweepArguments) -> None:
     import pandas as pd
 
@@ -281,7 +267,7 @@ def write_outputs(result: SweepResult, study, best_values: dict[str, Any], space
     header = (f"# Best of {len(result.trials)} trial(s) of `hf-recipes sweep {result.recipe}`: trial "
               f"{result.best_trial}, {result.objective.metric} = {result.best_objective:.6g}\n"
               f"# Run it: {result.command}\n")
-    result.best_config.write_text(header + yaml.safe_dump(best_values, sort_keys=False), encoding="utf-8")
+    result.best_config.write_text(header + config_module.settings_yaml(best_values), encoding="utf-8")
     (sweep_dir / "sweep.md").write_text(sweep_markdown(result, space, settings), encoding="utf-8")
 
 

@@ -171,3 +171,87 @@ def test_print_config_flag_errors_answer_without_deep_learning_imports():
     fresh = run_fresh("print-config", "sentiment", "--lerning_rate", "1")
     assert fresh.returncode == 2 and fresh.stdout.splitlines()[-1] == "heavy imports: none"
     assert fresh.stderr == "error: unknown argument '--lerning_rate' (did you mean '--learning_rate'?)\n"
+
+
+# A base that samples, as instruct-tuned hub models ship (do_sample true, temperature 0.6, top_p 0.9).
+SAMPLING_BASE = {"do_sample": True, "temperature": 0.6, "top_p": 0.9}
+
+
+@pytest.fixture(scope="module")
+def sampling_base(tmp_path_factory) -> str:
+    from tests.conftest import save_pretrained_base
+
+    return save_pretrained_base(tmp_path_factory.mktemp("sampling-base"), "gpt2", SAMPLING_BASE)
+
+
+def test_generate_on_a_folder_without_recipe_json_decodes_as_python_generate(sampling_base, capsys):
+    from hf_recipes.generation import settings_of_run
+    from hf_recipes.recipes import instruct
+
+    # One set of defaults: the recipe's (instruct: 256 greedy tokens), for the command and for Python alike.
+    assert settings_of_run(instruct.InstructArguments, {}).decoding_settings() == {
+        "do_sample": False, "max_new_tokens": 256, "repetition_penalty": 1.0}
+    assert cli.main(["generate", "--model_dir", sampling_base, "--instruction", "Name a day."]) == 0
+    assert capsys.readouterr().out.strip() == instruct.generate(sampling_base, "Name a day.")
+
+
+def test_sampling_takes_the_base_models_settings_unless_set_and_greedy_takes_none(sampling_base, monkeypatch):
+    from hf_recipes.generation import SAMPLING_DEFAULTS, generate, load_causal_lm, settings_of_run
+    from hf_recipes.recipes.instruct import InstructArguments
+
+    model, tokenizer = load_causal_lm(sampling_base)
+    used = []
+    real_generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: used.append(kw["generation_config"]) or real_generate(**kw))
+    for given in ({"do_sample": True}, {"do_sample": True, "temperature": 1.2}, {}):
+        generate(model, tokenizer, ["Hi"], settings_of_run(InstructArguments, {}, max_new_tokens=2, **given))
+    sampled, chosen, greedy = ((c.do_sample, c.temperature, c.top_p, c.top_k) for c in used)
+    assert sampled == (True, 0.6, 0.9, SAMPLING_DEFAULTS["top_k"])  # the user's > the base's > the library's
+    assert chosen == (True, 1.2, 0.9, SAMPLING_DEFAULTS["top_k"])
+    assert greedy == (False, None, None, None)
+    assert model.generation_config.temperature == 0.6  # the model's own config is put back
+    model.generation_config.do_sample = False  # a base that does not sample lends nothing
+    generate(model, tokenizer, ["Hi"], settings_of_run(InstructArguments, {}, max_new_tokens=2, do_sample=True))
+    assert (used[-1].temperature, used[-1].top_p) == (SAMPLING_DEFAULTS["temperature"], SAMPLING_DEFAULTS["top_p"])
+
+
+def test_a_run_from_a_sampling_base_samples_with_its_settings_and_scores_greedily(sampling_base, tmp_path):
+    from hf_recipes.recipes import instruct
+    from tests.conftest import SAMPLES, tiny_overrides
+
+    run = {**tiny_overrides(tmp_path / "run"), "model_name_or_path": sampling_base, "model_type": None,
+           "config_overrides": None, "tokenizer_name": None, "max_steps": 1,
+           "train_file": str(SAMPLES / "instructions" / "instructions.json")}
+    _, sampled = instruct.build_trainer(**run, do_sample=True, top_p=0.5)
+    config = sampled.model.generation_config
+    assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (True, 0.6, 0.5, 50)
+    _, greedy = instruct.build_trainer(**{**run, "output_dir": str(tmp_path / "greedy")})
+    config = greedy.model.generation_config
+    assert (config.do_sample, config.temperature, config.top_p, config.top_k) == (False, None, None, None)
+    config.validate(strict=True)
+
+
+def test_help_and_print_config_show_what_a_yaml_null_gives(tmp_path, capsys):
+    config = tmp_path / "nulls.yaml"
+    config.write_text("attn_implementation: null\nlearning_rate: null\nmax_seq_length: 64\n")
+    assert cli.main(["train", "sentiment", "--config", str(config), "--help"]) == 0
+    values = shown_flags(capsys.readouterr().out)
+    assert (values["attn_implementation"], values["learning_rate"], values["max_seq_length"]) == ("unset", "5e-05",
+                                                                                                 "64")
+    assert cli.main(["print-config", "sentiment", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "\nattn_implementation: null\n" in printed and "\nlearning_rate: 5.0e-05\n" in printed
+
+
+def test_print_config_checks_each_setting_once(monkeypatch, capsys):
+    from hf_recipes import config as config_module
+    from hf_recipes.config import PeftArguments, RunArguments
+
+    calls = []
+    for cls in (PeftArguments, RunArguments):
+        monkeypatch.setattr(cls, "__post_init__", lambda self, check=cls.__post_init__: calls.append(
+            type(self).__name__) or check(self))
+    monkeypatch.setattr(config_module, "check_training", lambda training, check=config_module.check_training:
+                        calls.append("check_training") or check(training))
+    assert cli.main(["print-config", "sentiment", "--use_peft", "true", "--lora_r", "4"]) == 0
+    assert sorted(calls) == ["PeftArguments", "RunArguments", "check_training"]

@@ -4,7 +4,8 @@ import pytest
 from transformers import TrainingArguments
 
 from hf_recipes import recipes
-from hf_recipes.config import PATH_KEYS, DataArguments, ModelArguments, RunArguments, load_yaml, parse_args
+from hf_recipes.config import (PATH_KEYS, DataArguments, ModelArguments, PeftArguments, RunArguments, load_yaml,
+                               parse_args)
 from hf_recipes.errors import RecipeError
 
 RECIPES_DIR = recipes.config_dir("sentiment")  # the built-in recipes and their YAML
@@ -85,3 +86,62 @@ def test_relative_paths_in_yaml_resolve_next_to_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir("/")
     _, data = parse_args((ModelArguments, DataArguments), config)
     assert data.train_file == str(tmp_path / "data.csv")
+
+
+def test_yaml_null_unsets_a_key_whose_default_is_set(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("attn_implementation: null\nreport_to: null\nlearning_rate: null\nmax_seq_length: null\n")
+    args = recipes.get("sentiment").parse(config)
+    assert args.model.attn_implementation is None  # not its default, sdpa
+    assert args.training.report_to == []  # no tracker
+    assert args.training.learning_rate == TrainingArguments(output_dir="x").learning_rate  # may not be None: default
+    assert args.data.max_seq_length is None  # the recipe YAML's 128, unset
+
+
+def test_keywords_override_flags_which_override_yaml_and_values_keep_their_types(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 1\nnum_train_epochs: 2\nlora_target_modules: c_attn\nuse_peft: true\n"
+                      "model_name_or_path: gpt2\nmax_train_samples: 5\n")
+    classes = (ModelArguments, PeftArguments, DataArguments, TrainingArguments)
+    _, peft, data, training = parse_args(classes, config, ["--learning_rate", "0.5", "--max_train_samples", "6"],
+                                         {"max_train_samples": 7})
+    assert training.learning_rate == 0.5 and data.max_train_samples == 7
+    assert training.num_train_epochs == 2.0 and isinstance(training.num_train_epochs, float)
+    assert peft.lora_target_modules == ["c_attn"]  # one value for a list setting is a list of one
+    model, *_ = parse_args(classes, config, ["--attn_implementation", ""])
+    assert model.attn_implementation is None  # "" on the command line unsets, as null does
+
+
+@pytest.mark.parametrize("text, message", [
+    ("save_strategy: no\n", "config key 'save_strategy' in {config} takes one of no, steps, epoch, best, got false "
+                            "(YAML reads an unquoted yes/no/on/off as true/false: quote it)"),
+    ("dtype: fp32\n", "config key 'dtype' in {config}: invalid choice: 'fp32' (choose from float32, bfloat16, "
+                      "float16, auto)"),
+    ("max_steps: 2.5\n", "config key 'max_steps' in {config} takes a whole number, got 2.5"),
+    ("learning_rate: fast\n", "config key 'learning_rate' in {config}: invalid float value: 'fast'"),
+])
+def test_yaml_values_are_checked_as_flags_are(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(RecipeError) as refused:
+        recipes.get("sentiment").parse(config)
+    assert str(refused.value) == message.format(config=config)
+
+
+def test_each_setting_is_checked_once_per_parse(monkeypatch):
+    from hf_recipes import config as config_module
+
+    calls = {name: 0 for name in ("PeftArguments", "RunArguments", "check_peft", "check_early_stopping")}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    for cls in (PeftArguments, RunArguments):
+        monkeypatch.setattr(cls, "__post_init__", counted(cls.__name__, cls.__post_init__))
+    for name in ("check_peft", "check_early_stopping"):
+        monkeypatch.setattr(config_module, name, counted(name, getattr(config_module, name)))
+    recipes.get("sentiment").parse(None, ["--lora_r", "4", "--use_peft", "true", "--early_stopping_patience", "2"])
+    assert calls == {"PeftArguments": 1, "RunArguments": 1, "check_peft": 1, "check_early_stopping": 1}

@@ -161,7 +161,7 @@ def test_recipe_flags_are_not_taken_for_range_flags_and_keep_their_values(small)
     result = sweep("sentiment", DEMO, argv, n_trials=1, batch_sizes=[32], epochs_range=(1, 1))
     values = load_yaml(result.best_config)
     assert values["labels"] == ["negative", "neutral", "positive"] and values["seed"] == 3
-    assert values["report"] is False and values["max_eval_samples"] == 16 and values["model_name_or_path"] == ""
+    assert values["report"] is False and values["max_eval_samples"] == 16 and values["model_name_or_path"] is None
     sentiment = recipes.get("sentiment")
     best = {**result.best_params, "output_dir": str(result.sweep_dir.parent / "best"), "overwrite_output_dir": True}
     assert sentiment.parse(result.best_config) == sentiment.parse(DEMO, [*argv, *cli_args(best)])
@@ -219,3 +219,32 @@ def test_a_sweep_repeats_exactly_with_the_same_seed(small, tmp_path):
     first, second = run("first"), run("second")
     assert first["learning_rate"].nunique() == 2
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_a_sweep_parses_its_settings_once_and_derives_the_trials_from_them(small, monkeypatch):
+    from hf_recipes import config, recipe, sweep as sweep_module
+
+    parses = []
+    real_parse = config.parse_args
+    monkeypatch.setattr(config, "parse_args", lambda *a, **k: parses.append(a) or real_parse(*a, **k))
+    built = []
+
+    def stop(self, args):
+        built.append(args)
+        raise RecipeError("stop before training")
+
+    monkeypatch.setattr(recipe.Recipe, "build_trainer_from_args", stop)
+    with pytest.raises(RecipeError, match="stop before training"):
+        sweep("sentiment", DEMO, [*cli_args(small), "--save_strategy", "epoch", "--eval_strategy", "epoch",
+                                  "--load_best_model_at_end", "true"], n_trials=1)
+    assert len(parses) == 1
+    (trial,) = built
+    user = recipes.get("sentiment").parse(DEMO, [*cli_args(small), "--save_strategy", "epoch", "--eval_strategy",
+                                                  "epoch", "--load_best_model_at_end", "true"])
+    assert (trial.model, trial.data, trial.task, trial.run, trial.peft) == (user.model, user.data, user.task,
+                                                                           user.run, user.peft)
+    assert trial.training.output_dir == str(Path(small["output_dir"]).resolve() / "sweep")
+    changed = {k for k, v in trial.training.to_dict().items() if v != user.training.to_dict()[k]}
+    assert changed == {"output_dir", "save_strategy", "load_best_model_at_end"}
+    assert trial.training.learning_rate == small["learning_rate"] and isinstance(trial.training.warmup_steps, float)
+    assert set(sweep_module.TRIAL_SETTINGS) <= set(trial.training.to_dict())

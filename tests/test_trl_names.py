@@ -84,9 +84,10 @@ def test_a_trl_name_in_a_yaml_of_the_wrong_recipe_and_a_misspelled_key(tmp_path,
                                        "cutoff_len is max_seq_length here)\n")
 
 
-def test_a_sweep_keeps_the_trl_names_of_its_command_line_in_its_best_config():
-    from hf_recipes.config import given_values, recipe_dataclasses
+def test_a_sweep_keeps_the_trl_names_of_its_command_line_in_its_best_config(tiny_model_args):
+    from hf_recipes.config import resolved_values  # what best.yaml (and print-config) hold
 
-    classes, _ = recipe_dataclasses(instruct.InstructArguments)
-    assert given_values(classes, ["--max_length", "64", "--completion_only_loss", "false"]) == {
-        "max_seq_length": 64, "train_on_inputs": True}
+    args = instruct.RECIPE.parse(None, ["--max_length", "64", "--completion_only_loss", "false"], **tiny_model_args)
+    values = {key: value for group in resolved_values(args).values() for key, value in group.items()}
+    assert (values["max_seq_length"], values["train_on_inputs"]) == (64, True)
+    assert "max_length" not in values and "completion_only_loss" not in values

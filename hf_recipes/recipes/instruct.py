@@ -31,7 +31,7 @@ from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
 from hf_recipes.data import check_columns, drop_empty, drop_rows, load_splits, map_splits, message_problem
 from hf_recipes.errors import RecipeError
-from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
+from hf_recipes.generation import AnswerArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
 from hf_recipes.model import encode, keep_packed_sequences_apart, load_model, load_tokenizer, max_length
 from hf_recipes.run_folder import load_recipe_file
@@ -56,7 +56,7 @@ CONVERSATION_COLUMNS = ("messages", "conversations")  # found without messages_c
 
 
 @dataclass
-class InstructArguments(GenerationArguments):
+class InstructArguments(AnswerArguments):
     prompt_format: str = field(
         default="auto",
         metadata={"help": "auto: from the columns (messages or ShareGPT conversations: chat; prompt/completion: plain, "
@@ -110,10 +110,6 @@ class InstructArguments(GenerationArguments):
     judge_api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the judge's API key, if any."}
     )
-    # Plain greedy decoding by default: answers are scored against references.
-    do_sample: bool = field(default=False, metadata={"help": "Sample (true) or decode greedily (false)."})
-    repetition_penalty: float = field(default=1.0, metadata={"help": "Penalty for repeating tokens (1 = none)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Tokens to generate per answer."})
     # Not a flag: the layout the records were read as (one of the layouts above), set when the data is read.
     dataset_format: str = field(default="", init=False)
 
@@ -517,9 +513,7 @@ def generate(model_dir: str | Path, instruction: str | None = None, input: str =
     problem = message_problem(messages) if messages is not None else None
     if problem:
         raise RecipeError(f"messages must be a list of {{role, content}} messages, but it {problem}")
-    known = {f.name for f in dataclasses.fields(GenerationArguments)}
-    defaults = InstructArguments()
-    options = {**{k: getattr(defaults, k) for k in known}, **{k: v for k, v in saved.items() if k in known}, **settings}
+    decoding = settings_of_run(InstructArguments, saved, **settings)
     model, tokenizer = load_causal_lm(model_dir)
     if chat:
         prompt = generation_prompt(tokenizer, messages or [{"role": "user", "content": user_message(instruction, input)}])
@@ -529,4 +523,4 @@ def generate(model_dir: str | Path, instruction: str | None = None, input: str =
         prompt = instruction
     else:
         prompt = render_prompt(instruction, input, saved_templates(saved))
-    return generate_text(model, tokenizer, [prompt], GenerationArguments(**options), add_bos=not chat)[0].strip()
+    return generate_text(model, tokenizer, [prompt], decoding, add_bos=not chat)[0].strip()

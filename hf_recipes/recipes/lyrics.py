@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, default_data_collator
 from hf_recipes.config import RecipeArgs
 from hf_recipes.data import carve_splits, check_local_file, load_splits
 from hf_recipes.errors import RecipeError
-from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
+from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.model import (check_room, encode, keep_packed_sequences_apart, load_model, load_tokenizer,
                               max_length)
 from hf_recipes.checks import FitCheck, LeakageCheck
@@ -291,7 +291,8 @@ run = RECIPE.run
 
 def generate(model_dir: str | Path, prompts: Sequence[str], **settings) -> list[str]:
     """Continue each prompt with a saved lyrics model (a model trained with titles gets each prompt as a title);
-    ``settings`` are GenerationArguments fields."""
-    title_column = load_recipe_file(model_dir)["task"].get("title_column")
+    ``settings`` are GenerationArguments fields (default: the run's own)."""
+    saved = load_recipe_file(model_dir)["task"]
+    decoding = settings_of_run(LyricsArguments, saved, **settings)
     model, tokenizer = load_causal_lm(model_dir)
-    return generate_text(model, tokenizer, model_prompts(prompts, title_column), GenerationArguments(**settings))
+    return generate_text(model, tokenizer, model_prompts(prompts, saved.get("title_column")), decoding)
