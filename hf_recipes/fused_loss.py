@@ -75,9 +75,15 @@ def torch_chunks(vocab_size: int):
     return TORCH_CHUNKS(batch_chunk_size=chunk_rows(vocab_size, TORCH_CHUNK_ELEMENTS))
 
 
+def torch_chunked(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether torch's ``linear_cross_entropy`` applies: it keeps its input's dtype, so bf16/fp16 weights (pure
+    low-precision training) would get a bf16 loss, where the model's own loss and ours are fp32."""
+    return TORCH_CHUNKS is not None and hidden.dtype == weight.dtype == torch.float32
+
+
 def summed_token_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-    if TORCH_CHUNKS is None:
+    if not torch_chunked(hidden, weight):
         return FusedLinearCrossEntropy.apply(rows, weight, flat_targets, chunk_rows(weight.shape[0], CHUNK_ELEMENTS))
     return F.linear_cross_entropy(rows, weight, flat_targets, reduction="sum", ignore_index=IGNORE,
                                   options=torch_chunks(weight.shape[0]))
@@ -129,7 +135,7 @@ def sequence_loss_sums(model: torch.nn.Module, head: torch.nn.Linear, inputs: di
     hidden, targets = head_input_and_targets(model, head, inputs)
     rows, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     wide = torch.promote_types(hidden.dtype, torch.float32)
-    if TORCH_CHUNKS is not None:
+    if torch_chunked(hidden, head.weight):
         losses = F.linear_cross_entropy(rows, head.weight, flat_targets, reduction="none", ignore_index=IGNORE,
                                         options=torch_chunks(head.out_features)).to(wide)
     else:
