@@ -273,7 +273,8 @@ class CheckArguments:
         metadata={"help": "Prompt for one text; its label word follows after a space."},
     )
     few_shot_max_samples: int | None = field(
-        default=None, metadata={"help": "Score only the first N test rows few-shot (default: all)."}
+        default=1_000, metadata={"help": "Score only the first N test rows few-shot (a number of rows at least the "
+                                        "test split's scores them all)."}
     )
     metric_names: list[str] | None = field(
         default=None,

@@ -10,6 +10,9 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
 from hf_recipes.config import DataArguments, ModelArguments
@@ -23,6 +26,44 @@ logger = logging.getLogger(__name__)
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 ROLES = ("system", "user", "assistant")  # the message roles a conversation column may hold
+CHECK_BATCH_ROWS = 10_000  # rows a check holds as Python objects at a time
+
+
+def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
+    """One column of a split as Arrow, in row order (a datasets ``Column`` is read row by row when iterated)."""
+    return dataset.with_format("arrow")[column]
+
+
+def column_values(dataset: Dataset, column: str) -> list:
+    """One column as Python values, converted from Arrow in one call."""
+    return arrow_column(dataset, column).to_pylist()
+
+
+def as_batch(records):
+    """A Dataset read like a batch (column name -> Python list, each column converted from Arrow in one call when
+    first asked for); a batch as it is."""
+    if not isinstance(records, Dataset):
+        return records
+
+    class Columns(dict):
+        def __missing__(self, column):
+            self[column] = values = column_values(records, column)
+            return values
+
+    return Columns()
+
+
+def iter_values(dataset: Dataset, column: str, batch_rows: int = CHECK_BATCH_ROWS) -> Iterable:
+    """One column's Python values in row order, holding one batch of them at a time."""
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_rows):
+        yield from batch.column(0).to_pylist()
+
+
+def has_text(texts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row: the text is there and not blank (the rows drop_empty keeps)."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return pa.chunked_array([np.zeros(len(texts), dtype=bool)], pa.bool_())
+    return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(texts), ""), False)
 
 
 def is_url(path: str) -> bool:
@@ -129,7 +170,7 @@ def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[s
             feature = dataset.features[column]
             if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
                 continue
-            for row, value in enumerate(dataset[column], start=1):
+            for row, value in enumerate(iter_values(dataset, column), start=1):
                 if value is not None and not isinstance(value, str):
                     raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
                                       f"text, but row {row} holds {shown(value)}")
@@ -148,7 +189,7 @@ def check_message_columns(raw: DatasetDict, columns: Iterable[str], sources: dic
         for column in columns:
             if column not in dataset.column_names:
                 continue
-            for row, messages in enumerate(dataset[column], start=1):
+            for row, messages in enumerate(iter_values(dataset, column), start=1):
                 problem = message_problem(messages)
                 if problem:
                     raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
@@ -306,20 +347,27 @@ def random_split(train: Dataset, size: float | int, seed: int) -> tuple[Dataset,
 
 def drop_empty(raw: DatasetDict, column: str) -> dict[str, int]:
     """Drop rows whose ``column`` is missing or blank; return how many each split lost."""
-    return drop_rows(raw, column, lambda text: isinstance(text, str) and text.strip() != "", f"with empty '{column}'")
+    return drop_rows(raw, column, has_text, f"with empty '{column}'", whole_column=True)
 
 
-def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], bool], what: str) -> dict[str, int]:
+def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], Any], what: str, whole_column: bool = False
+              ) -> dict[str, int]:
     """Drop the rows whose ``column`` value fails ``keep`` (``what`` describes them, e.g. "with empty 'output'");
-    return how many each split lost. A split left empty is an error."""
+    return how many each split lost. A split left empty is an error. With ``whole_column``, ``keep`` takes the
+    split's column as Arrow and returns one boolean per row (no Python object per row)."""
     dropped = {}
     for split in list(raw):
         before = len(raw[split])
-        raw[split] = raw[split].filter(
-            lambda batch: [keep(value) for value in batch[column]],
-            batched=True,
-            desc=f"Dropping rows {what} ({split})",
-        )
+        if whole_column:
+            kept = np.flatnonzero(np.asarray(keep(arrow_column(raw[split], column))))
+            if len(kept) < before:
+                raw[split] = raw[split].select(kept)
+        else:
+            raw[split] = raw[split].filter(
+                lambda batch: [keep(value) for value in batch[column]],
+                batched=True,
+                desc=f"Dropping rows {what} ({split})",
+            )
         dropped[split] = before - len(raw[split])
         if dropped[split]:
             logger.warning("Dropped %d %s rows %s", dropped[split], split, what)
@@ -352,14 +400,23 @@ def has_target(labels: list[int]) -> bool:
     return any(label != -100 for label in labels[1:])
 
 
+def holds_target(labels: pa.Array | pa.ChunkedArray) -> bool:
+    """:func:`has_target` of any row of a ``labels`` list column, in Arrow."""
+    targets = pc.list_flatten(pc.list_slice(labels, 1))
+    return len(targets) > 0 and bool(pc.any(pc.not_equal(targets, -100)).as_py())
+
+
 def check_targets(datasets: DatasetDict, hint: str) -> None:
-    """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change."""
+    """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change.
+    Read in Arrow batches until the first row with a target (usually the first batch)."""
     for split in ("train", "validation"):
         dataset = datasets[split]
         if len(dataset) == 0:
             raise RecipeError(f"the {split} split is empty after preparation; {hint}")
-        if "labels" not in dataset.column_names or not isinstance(dataset[0]["labels"], list):
+        kind = dataset.data.schema.field("labels").type if "labels" in dataset.column_names else None
+        if kind is None or not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             continue  # one label per row (classification): every row is a target
-        if not any(map(has_target, dataset["labels"])):
+        batches = dataset.select_columns(["labels"]).with_format("arrow").iter(batch_size=CHECK_BATCH_ROWS)
+        if not any(holds_target(batch.column(0)) for batch in batches):
             raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or scored; "
                               f"{hint}")

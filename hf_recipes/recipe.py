@@ -23,7 +23,7 @@ from transformers.trainer_utils import PredictionOutput
 from hf_recipes import adapters, forgetting, outputs, upstream
 from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, screen_splits
 from hf_recipes.config import RecipeArgs, parse_recipe_args
-from hf_recipes.data import check_targets
+from hf_recipes.data import check_targets, column_values
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import check_metrics, load_metrics
@@ -100,7 +100,7 @@ class Recipe:
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         """The text that identifies each row when looking for duplicates across splits."""
-        return [text or "" for text in dataset[args.data.text_column]]
+        return [text or "" for text in column_values(dataset, args.data.text_column)]
 
     def before_training(self, trainer: RecipeTrainer, prepared: Prepared, args: RecipeArgs, report: Report) -> None:
         """Measure the starting model (e.g. perplexity, generations) for the report."""

@@ -34,7 +34,8 @@ from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import check_columns, drop_empty, drop_rows, has_target, load_splits, map_splits, message_problem
+from hf_recipes.data import (as_batch, check_columns, column_values, drop_empty, drop_rows, has_target, load_splits,
+                             map_splits, message_problem)
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -180,6 +181,7 @@ def conversations(records, task: InstructArguments) -> list[list[dict[str, str]]
     """Each record (a batch or a Dataset) as messages: its ``messages_column`` (role and content of each message
     only), its prompt messages then its completion messages, or a user turn (the prompt, or the instruction and
     input) and an assistant turn (the completion or output)."""
+    records = as_batch(records)
     if task.messages_column:
         return [role_and_content(messages) for messages in records[task.messages_column]]
     if task.dataset_format == CONVERSATIONAL_PC:
@@ -326,6 +328,7 @@ class InstructRecipe(CausalLMRecipe):
     def prompts(self, records, task: InstructArguments, tokenizer=None) -> list[str]:
         """The text each record's answer continues (chat: the conversation before its last answer, rendered by
         ``tokenizer``'s template with the generation prompt)."""
+        records = as_batch(records)
         if task.prompt_format == "chat":
             return [generation_prompt(tokenizer, split_last_answer(messages)[0])
                     for messages in conversations(records, task)]
@@ -334,6 +337,7 @@ class InstructRecipe(CausalLMRecipe):
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
 
     def references(self, records, task: InstructArguments) -> list[str]:
+        records = as_batch(records)
         if task.prompt_format == "chat":
             return [split_last_answer(messages)[1] for messages in conversations(records, task)]
         if task.dataset_format == PROMPT_COMPLETION:
@@ -351,9 +355,9 @@ class InstructRecipe(CausalLMRecipe):
             return ["\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
                     for messages in conversations(dataset, task)]
         if task.prompt_format == "plain":
-            return [prompt or "" for prompt in dataset[task.prompt_column]]
-        return [f"{instruction}\n\n{input or ''}".strip()
-                for instruction, input in zip(dataset[task.instruction_column], dataset[task.input_column])]
+            return [prompt or "" for prompt in column_values(dataset, task.prompt_column)]
+        return [f"{instruction}\n\n{input or ''}".strip() for instruction, input in
+                zip(column_values(dataset, task.instruction_column), column_values(dataset, task.input_column))]
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         task = args.task
