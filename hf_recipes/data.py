@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
@@ -27,6 +27,8 @@ BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".p
 SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 ROLES = ("system", "user", "assistant")  # the message roles a conversation column may hold
 CHECK_BATCH_ROWS = 10_000  # rows a check holds as Python objects at a time
+STREAMED_EVAL_ROWS = 1_000  # validation / test rows of a streamed run, unless max_eval_samples / max_test_samples say
+STREAMED_CHECK_ROWS = 1_000  # head of a streamed train split whose columns are checked before training
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
@@ -411,6 +413,10 @@ def check_targets(datasets: DatasetDict, hint: str) -> None:
     Read in Arrow batches until the first row with a target (usually the first batch)."""
     for split in ("train", "validation"):
         dataset = datasets[split]
+        if isinstance(dataset, IterableDataset):  # streamed: its first row is prepared to see that there is one
+            if next(iter(dataset.take(1)), None) is None:
+                raise RecipeError(f"the {split} split is empty after preparation; {hint}")
+            continue
         if len(dataset) == 0:
             raise RecipeError(f"the {split} split is empty after preparation; {hint}")
         kind = dataset.data.schema.field("labels").type if "labels" in dataset.column_names else None
@@ -420,3 +426,83 @@ def check_targets(datasets: DatasetDict, hint: str) -> None:
         if not any(holds_target(batch.column(0)) for batch in batches):
             raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or scored; "
                               f"{hint}")
+
+
+# ---- streaming ------------------------------------------------------------------------------------------------
+def rows_of(dataset) -> int | None:
+    """A split's rows; None for a streamed one (its length is unknown until it is read)."""
+    return None if isinstance(dataset, IterableDataset) else len(dataset)
+
+
+def head(stream: IterableDataset, rows: int) -> Dataset:
+    """The first ``rows`` rows of a stream, held in memory."""
+    return Dataset.from_list(list(stream.take(rows)))
+
+
+def check_streaming(data_args: DataArguments, training_args, dedupe_splits: bool) -> None:
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise RecipeError("--streaming true needs --max_steps: a streamed train split has no length to count "
+                          "epochs by")
+    if dedupe_splits:
+        raise RecipeError("--dedupe_splits does not apply with --streaming true (train is read as a stream, never "
+                          "whole); leave it out")
+
+
+def load_streaming(data_args: DataArguments, model_args: ModelArguments, training_args, dedupe_splits: bool,
+                   with_test: bool, required_columns: Iterable[str] = (), text_columns: Iterable[str] = (),
+                   text_kwargs: dict | None = None) -> DatasetDict:
+    """``--streaming true``: train as an IterableDataset, read (and later tokenized) as training goes; validation and
+    test the first ``max_eval_samples`` / ``max_test_samples`` rows (default ``STREAMED_EVAL_ROWS``) of their own
+    files or splits, held in memory. A split that has none is taken from the head of the train stream (test first,
+    then validation), and train starts after them. Columns are checked on those splits and on the train head."""
+    check_streaming(data_args, training_args, dedupe_splits)
+    if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
+        if not data_args.train_file:
+            raise RecipeError("validation_file/test_file need a train_file too")
+        streams = {}
+        for split, option in SPLIT_FILES.items():
+            path = getattr(data_args, option)
+            if not path:
+                continue
+            if is_url(path):
+                ensure_reachable(path, urlparse(path).hostname, f"{option} {path}",
+                                 f"download it and pass --{option} with the local path")
+            else:
+                check_regular_file(path, option)
+            builder = builder_for(path, option)
+            kwargs = dict(text_kwargs or {}) if builder == "text" else {}
+            streams[split] = datasets.load_dataset(builder, data_files={"data": path}, split="data", streaming=True,
+                                                   **kwargs)
+    elif data_args.dataset_name:
+        name = data_args.dataset_name
+        if not is_local(name):
+            ensure_hub_reachable(f"dataset '{name}'")
+        try:
+            streams = dict(datasets.load_dataset(name, data_args.dataset_config_name, streaming=True,
+                                                 cache_dir=model_args.cache_dir, token=model_args.token))
+        except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+            raise RecipeError(f"could not load dataset '{name}': {one_line(err)}{offline_note(name)}") from None
+    else:
+        raise RecipeError("no data: set dataset_name or train_file")
+    if "train" not in streams:
+        raise RecipeError(f"the data has no train split (splits found: {', '.join(streams)})")
+    train, taken, raw = streams["train"], 0, DatasetDict()
+    for split, limit in (("test", data_args.max_test_samples), ("validation", data_args.max_eval_samples)):
+        rows = limit or STREAMED_EVAL_ROWS
+        if split in streams:
+            raw[split] = head(streams[split], rows)
+        elif split == "validation" or with_test:
+            raw[split] = head(train.skip(taken), rows)
+            taken += rows
+        if split in raw and len(raw[split]) == 0:
+            raise RecipeError(f"the {split} split is empty: the train stream has fewer than {taken} rows")
+    train = train.skip(taken) if taken else train
+    if data_args.max_train_samples:
+        train = train.take(data_args.max_train_samples)
+    checked = DatasetDict({"train": head(train, STREAMED_CHECK_ROWS), **raw})
+    if len(checked["train"]) == 0:
+        raise RecipeError(f"the train stream holds no rows after the {taken} taken for validation and test")
+    check_columns(checked, data_args, required_columns, text_columns)
+    logger.info("Streaming train; %s held in memory (%s rows)", "/".join(raw),
+                "/".join(str(len(d)) for d in raw.values()))
+    return DatasetDict({"train": train, **{split: raw[split] for split in ("validation", "test") if split in raw}})

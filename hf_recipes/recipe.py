@@ -21,9 +21,9 @@ from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedToken
 from transformers.trainer_utils import PredictionOutput
 
 from hf_recipes import adapters, forgetting, outputs, upstream
-from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, screen_splits
+from hf_recipes.checks import Check, FitCheck, Leakage, LeakageCheck, RunState, leakage_sample, screen_splits
 from hf_recipes.config import RecipeArgs, parse_recipe_args
-from hf_recipes.data import check_targets, column_values
+from hf_recipes.data import check_targets, column_values, rows_of
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.metrics import check_metrics, load_metrics
@@ -234,7 +234,7 @@ class Recipe:
         """Count rows shared between train and validation/test; with --dedupe_splits, drop them from train."""
         if not (args.checks.check_leakage or args.checks.dedupe_splits):
             return None
-        texts = {split: self.leakage_texts(dataset, args) for split, dataset in raw.items()}
+        texts = {split: self.leakage_texts(dataset, args) for split, dataset in leakage_sample(raw).items()}
         return screen_splits(raw, texts, self.leakage_unit, args.checks.dedupe_splits)
 
     @staticmethod
@@ -300,7 +300,8 @@ class Recipe:
         resumed_at = outputs.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
         train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
         run.training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
-        metrics = {**train_result.metrics, "train_samples": len(prepared.datasets["train"])}
+        metrics = {**train_result.metrics, "train_samples": rows_of(prepared.datasets["train"])}
+        metrics = {key: value for key, value in metrics.items() if value is not None}  # streamed: rows unknown
         if resumed_at is not None:
             metrics.update(train_loss_of_resumed_run(trainer.state.log_history, resumed_at, trainer.state.global_step,
                                                      metrics["train_loss"]))

@@ -243,6 +243,8 @@ class SentimentRecipe(ClassifierRecipe):
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         label, task = args.data.label_column, args.task
+        if args.data.streaming:
+            raise RecipeError("--streaming applies to the lyrics and instruct recipes: sentiment reads its data whole")
         return load_splits(args.data, args.model, args.training.seed,
                            required_columns=(args.data.text_column, label),
                            text_columns=(args.data.text_column,),
