@@ -55,6 +55,11 @@ def as_batch(records):
     return Columns()
 
 
+def count_true(dataset: Dataset, column: str) -> int:
+    """Rows whose boolean ``column`` is true, counted in Arrow."""
+    return pc.sum(arrow_column(dataset, column)).as_py() or 0
+
+
 def iter_values(dataset: Dataset, column: str, batch_rows: int = CHECK_BATCH_ROWS) -> Iterable:
     """One column's Python values in row order, holding one batch of them at a time."""
     for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_rows):

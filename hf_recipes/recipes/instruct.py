@@ -34,8 +34,8 @@ from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import (as_batch, check_columns, column_values, drop_empty, drop_rows, has_target, load_splits,
-                             map_splits, message_problem)
+from hf_recipes.data import (as_batch, check_columns, column_values, count_true, drop_empty, drop_rows, has_target,
+                             load_splits, map_splits, message_problem)
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -345,6 +345,8 @@ class InstructRecipe(CausalLMRecipe):
         return list(records[task.output_column])
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
+        if args.data.streaming:
+            raise RecipeError("--streaming applies to the lyrics recipe only for now: instruct reads its records whole")
         return load_splits(args.data, args.model, args.training.seed, read_columns=partial(read_records, args),
                            test_split_percentage=args.task.test_split_percentage)
 
@@ -387,12 +389,12 @@ class InstructRecipe(CausalLMRecipe):
                                 limit)
 
         tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
-        truncated = {split: sum(data["truncated"]) for split, data in tokenized.items()}
+        truncated = {split: count_true(data, "truncated") for split, data in tokenized.items()}
         if truncated["train"]:
             logger.warning("%d train records are longer than %d tokens and were cut (their end is lost)",
                            truncated["train"], limit)
         # A record cut inside its prompt has no target left; a batch of only such records would have a 0/0 loss.
-        without_target = {split: len(data) - sum(data["has_target"]) for split, data in tokenized.items()}
+        without_target = {split: len(data) - count_true(data, "has_target") for split, data in tokenized.items()}
         if any(without_target.values()):
             logger.warning("Dropped records whose prompt fills all %d tokens (no response token left): %s", limit,
                            per_split(without_target))
