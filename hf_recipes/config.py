@@ -145,9 +145,9 @@ class DataArguments:
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of reusing the cache."})
     streaming: bool = field(
         default=False,
-        metadata={"help": "Lyrics: read train as a stream, tokenized and packed as training goes (for corpora too "
-                          "large to prepare whole; needs max_steps). Validation and test are their first "
-                          "max_eval_samples / max_test_samples rows (1,000 by default), taken from the head of train "
+        metadata={"help": "Lyrics and instruct: read train as a stream, tokenized (lyrics: packed) as training goes "
+                          "(for corpora too large to prepare whole; needs max_steps). Validation and test are their "
+                          "first max_eval_samples / max_test_samples rows (1,000 by default), taken from the head of train "
                           "when not given; leakage is screened on the first 10,000 train rows."},
     )
 
