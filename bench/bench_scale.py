@@ -207,9 +207,10 @@ def measure(spec: dict) -> dict:
         timed(checks, "forgetting", text_perplexity, prepared.model, prepared.tokenizer, text,
               args.checks.forgetting_max_tokens)
         del text
+    # Before the floor: its own lists of every text would count otherwise
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["floor"] = tokenizer_floor(prepared.tokenizer, floor_texts(name, recipe, raw, args))
-    results.update(rows=rows, checks=checks, train_rows=len(prepared.datasets["train"]),
-                   peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results.update(rows=rows, checks=checks, train_rows=len(prepared.datasets["train"]))
     del raw, prepared
     if spec["train"]:
         results["epoch"] = time_epoch(recipe, spec)
