@@ -164,7 +164,28 @@ def sentiment_baselines(recipe, prepared, args) -> None:
     ClassificationBaselines().after_training(run)
 
 
+def measure_streaming(spec: dict) -> dict:
+    """``--streaming true``: from the start of build_trainer to the end of the first optimizer step, and on to
+    ``train_steps`` steps; the process's peak RSS (it never holds the corpus)."""
+    from hf_recipes import recipes
+
+    recipe = recipes.get(spec["recipe"])
+    start = time.perf_counter()
+    trainer, prepared = recipe.build_trainer(recipe.demo_config, **training_overrides(
+        spec, streaming=True, max_steps=spec["train_steps"]))
+    built = time.perf_counter() - start
+    clock = step_clock()
+    trainer.add_callback(clock)
+    trainer.train()
+    return {"build_s": built, "first_step_s": clock.ends[0] - start, "steps": len(clock.ends),
+            "s_per_step": (clock.ends[-1] - clock.ends[0]) / max(1, len(clock.ends) - 1),
+            "leakage_sample_rows": prepared.leakage.streamed_train_sample if prepared.leakage else None,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def measure(spec: dict) -> dict:
+    if spec.get("streaming"):
+        return measure_streaming(spec)
     from hf_recipes import recipes
     from hf_recipes.forgetting import text_perplexity
 
@@ -186,9 +207,10 @@ def measure(spec: dict) -> dict:
         timed(checks, "forgetting", text_perplexity, prepared.model, prepared.tokenizer, text,
               args.checks.forgetting_max_tokens)
         del text
+    # Before the floor: its own lists of every text would count otherwise
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["floor"] = tokenizer_floor(prepared.tokenizer, floor_texts(name, recipe, raw, args))
-    results.update(rows=rows, checks=checks, train_rows=len(prepared.datasets["train"]),
-                   peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results.update(rows=rows, checks=checks, train_rows=len(prepared.datasets["train"]))
     del raw, prepared
     if spec["train"]:
         results["epoch"] = time_epoch(recipe, spec)
@@ -221,7 +243,7 @@ def time_epoch(recipe, spec: dict) -> dict:
 def run_size(recipe: str, size: str, folder: Path, opts, train: bool) -> dict | None:
     path, generated = write_data(recipe, size, folder)
     spec = {"recipe": recipe, "file": str(path), "train": train, "train_steps": opts.train_steps,
-            "output_dir": str(folder / f"run-{recipe}-{size}")}
+            "output_dir": str(folder / f"run-{recipe}-{size}"), "streaming": opts.streaming}
     env = {**os.environ, "HF_DATASETS_CACHE": str(folder / f"cache-{recipe}-{size}"), "TOKENIZERS_PARALLELISM": "true"}
     done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
                           cwd=REPO, env=env)
@@ -247,13 +269,29 @@ def print_table(recipe: str, results: list[dict]) -> None:
         print(f"{r['size']:<7}{r['megabytes']:>8.1f}{r['rows']['train']:>11}{r['load']:>8.2f}{r['tokenize']:>9.2f}"
               f"{r['floor']:>8.2f}{prep / r['floor']:>8.2f}" + "".join(f"{r['checks'][c]:>16.2f}" for c in check_names)
               + f"{sum(r['checks'].values()):>8.2f}{r['peak_rss_mib']:>13.0f}")
+    timed = next((r for r in results if "epoch" in r), None)
+    if timed is None:
+        return
+    e = timed["epoch"]
+    how = f"{e['steps_timed']} steps timed after {WARMUP} warm-up at {timed['size']}"
     for r in results:
-        if "epoch" in r:
-            e = r["epoch"]
-            how = f"{e['steps_timed']} steps timed after {WARMUP} warm-up, extrapolated"
-            share = sum(r["checks"].values()) / e["epoch_s"]
-            print(f"{r['size']}: one epoch {e['epoch_s']:.1f} s ({e['epoch_steps']} steps of {e['s_per_step']:.3f} s; "
-                  f"{how}); the checks are {share:.1%} of it")
+        # A step costs the same at every size (same batch and length cap): a larger size's epoch is its steps
+        # (train rows in the same proportion) times the seconds per step timed at the smallest.
+        steps = round(e["epoch_steps"] * r["train_rows"] / timed["train_rows"])
+        epoch_s = steps * e["s_per_step"]
+        share = sum(r["checks"].values()) / epoch_s
+        print(f"{r['size']}: one epoch {epoch_s:.1f} s ({steps} steps x {e['s_per_step']:.3f} s; {how}, "
+              f"extrapolated); the checks are {share:.1%} of it")
+
+
+def print_streaming(recipe: str, results: list[dict]) -> None:
+    print(f"\n{recipe}, --streaming true: demo profile (tiny GPT-2, real GPT-2 tokenizer), fp32")
+    print(f"machine: {machine_line()}")
+    print(f"{'size':<7}{'file MB':>9}{'build s':>9}{'first step s':>14}{'steps':>7}{'s/step':>8}{'leakage rows':>14}"
+          f"{'peak RSS MiB':>14}")
+    for r in results:
+        print(f"{r['size']:<7}{r['megabytes']:>9.0f}{r['build_s']:>9.1f}{r['first_step_s']:>14.1f}{r['steps']:>7}"
+              f"{r['s_per_step']:>8.3f}{r['leakage_sample_rows'] or 0:>14}{r['peak_rss_mib']:>14.0f}")
 
 
 def main() -> None:
@@ -265,6 +303,9 @@ def main() -> None:
     parser.add_argument("--train_steps", type=int, default=20,
                         help="steps timed for the smallest size's one-epoch estimate")
     parser.add_argument("--no_train", action="store_true", help="skip the one-epoch figure")
+    parser.add_argument("--streaming", action="store_true",
+                        help="lyrics: train with --streaming true for --train_steps steps; print the time to the first "
+                        "step and the peak RSS")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a single size, in a subprocess
     opts = parser.parse_args()
     if opts.one:
@@ -281,7 +322,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results = [run_size(recipe, size, Path(tmp), opts, train=not opts.no_train and size == sizes[0])
                        for size in sizes]
-        print_table(recipe, [r for r in results if r])
+        if opts.streaming:
+            print_streaming(recipe, [r for r in results if r])
+        else:
+            print_table(recipe, [r for r in results if r])
 
 
 if __name__ == "__main__":

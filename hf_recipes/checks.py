@@ -101,6 +101,7 @@ class Leakage:
     train_normalized_repeats: int  # ... after normalize_text (exact repeats included)
     overlaps: dict[str, SplitOverlap]
     removed_from_train: int | None = None  # set when --dedupe_splits removed the leaked rows
+    streamed_train_sample: int | None = None  # streamed train: the screen read its first this many rows
 
     @property
     def leaked(self) -> int:
@@ -144,9 +145,23 @@ def train_rows_to_keep(texts_by_split: dict[str, Sequence[str]]) -> list[int]:
     return [i for i, text in enumerate(texts_by_split["train"]) if normalize_text(text) not in held_out]
 
 
+LEAKAGE_STREAM_ROWS = 10_000  # rows of a streamed train split the leakage screen reads (from its head)
+
+
+def leakage_sample(raw) -> dict:
+    """The splits as the leakage screen reads them: a streamed train split's first ``LEAKAGE_STREAM_ROWS`` rows."""
+    from datasets import Dataset, IterableDataset
+
+    if isinstance(raw["train"], IterableDataset):
+        return {**raw, "train": Dataset.from_list(list(raw["train"].take(LEAKAGE_STREAM_ROWS)))}
+    return raw
+
+
 def screen_splits(raw, texts: dict[str, list[str]], unit: str, dedupe: bool) -> Leakage:
     """Count rows shared between train and validation/test; with ``dedupe``, drop them from ``raw["train"]``."""
     leakage = find_leakage(texts, unit)
+    if not hasattr(raw["train"], "__len__"):  # streamed: texts hold the head of train (leakage_sample)
+        leakage.streamed_train_sample = len(texts["train"])
     if dedupe:
         keep = train_rows_to_keep(texts)
         if not keep:
@@ -188,6 +203,9 @@ def leakage_section(leakage: Leakage) -> str:
                      "whitespace.")
     lines += ["", f"Inside train ({leakage.train_rows} rows): {leakage.train_exact_repeats} exact repeats, "
                   f"{leakage.train_normalized_repeats} after normalising case/whitespace."]
+    if leakage.streamed_train_sample is not None:
+        lines += ["", f"Train is streamed: the screen read its first {leakage.streamed_train_sample:,} rows only "
+                      "(a sample; later rows are not compared)."]
     return "\n".join(lines)
 
 

@@ -144,6 +144,13 @@ class DataArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for tokenization."})
     overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of reusing the cache."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Lyrics and instruct: read train as a stream, tokenized (lyrics: packed) as training goes "
+                          "(for corpora too large to prepare whole; needs max_steps). Validation and test are their "
+                          "first max_eval_samples / max_test_samples rows (1,000 by default), taken from the head of train "
+                          "when not given; leakage is screened on the first 10,000 train rows."},
+    )
 
     def __post_init__(self):
         empty_means_unset(self)
@@ -274,7 +281,8 @@ class CheckArguments:
         metadata={"help": "Prompt for one text; its label word follows after a space."},
     )
     few_shot_max_samples: int | None = field(
-        default=None, metadata={"help": "Score only the first N test rows few-shot (default: all)."}
+        default=1_000, metadata={"help": "Score only the first N test rows few-shot (a number of rows at least the "
+                                        "test split's scores them all)."}
     )
     metric_names: list[str] | None = field(
         default=None,

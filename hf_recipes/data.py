@@ -10,7 +10,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 import datasets
-from datasets import Dataset, DatasetDict
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, IterableDataset
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
@@ -23,6 +26,51 @@ logger = logging.getLogger(__name__)
 BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 SPLIT_FILES = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 ROLES = ("system", "user", "assistant")  # the message roles a conversation column may hold
+CHECK_BATCH_ROWS = 10_000  # rows a check holds as Python objects at a time
+STREAMED_EVAL_ROWS = 1_000  # validation / test rows of a streamed run, unless max_eval_samples / max_test_samples say
+STREAMED_CHECK_ROWS = 1_000  # head of a streamed train split whose columns are checked before training
+
+
+def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
+    """One column of a split as Arrow, in row order (a datasets ``Column`` is read row by row when iterated)."""
+    return dataset.with_format("arrow")[column]
+
+
+def column_values(dataset: Dataset, column: str) -> list:
+    """One column as Python values, converted from Arrow in one call."""
+    return arrow_column(dataset, column).to_pylist()
+
+
+def as_batch(records):
+    """A Dataset read like a batch (column name -> Python list, each column converted from Arrow in one call when
+    first asked for); a batch as it is."""
+    if not isinstance(records, Dataset):
+        return records
+
+    class Columns(dict):
+        def __missing__(self, column):
+            self[column] = values = column_values(records, column)
+            return values
+
+    return Columns()
+
+
+def count_true(dataset: Dataset, column: str) -> int:
+    """Rows whose boolean ``column`` is true, counted in Arrow."""
+    return pc.sum(arrow_column(dataset, column)).as_py() or 0
+
+
+def iter_values(dataset: Dataset, column: str, batch_rows: int = CHECK_BATCH_ROWS) -> Iterable:
+    """One column's Python values in row order, holding one batch of them at a time."""
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_rows):
+        yield from batch.column(0).to_pylist()
+
+
+def has_text(texts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Per row: the text is there and not blank (the rows drop_empty keeps)."""
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        return pa.chunked_array([np.zeros(len(texts), dtype=bool)], pa.bool_())
+    return pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(texts), ""), False)
 
 
 def is_url(path: str) -> bool:
@@ -129,7 +177,7 @@ def check_text_columns(raw: DatasetDict, columns: Iterable[str], sources: dict[s
             feature = dataset.features[column]
             if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
                 continue
-            for row, value in enumerate(dataset[column], start=1):
+            for row, value in enumerate(iter_values(dataset, column), start=1):
                 if value is not None and not isinstance(value, str):
                     raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
                                       f"text, but row {row} holds {shown(value)}")
@@ -148,7 +196,7 @@ def check_message_columns(raw: DatasetDict, columns: Iterable[str], sources: dic
         for column in columns:
             if column not in dataset.column_names:
                 continue
-            for row, messages in enumerate(dataset[column], start=1):
+            for row, messages in enumerate(iter_values(dataset, column), start=1):
                 problem = message_problem(messages)
                 if problem:
                     raise RecipeError(f"column '{column}' of the {split} split ({sources.get(split, split)}) must hold "
@@ -306,20 +354,27 @@ def random_split(train: Dataset, size: float | int, seed: int) -> tuple[Dataset,
 
 def drop_empty(raw: DatasetDict, column: str) -> dict[str, int]:
     """Drop rows whose ``column`` is missing or blank; return how many each split lost."""
-    return drop_rows(raw, column, lambda text: isinstance(text, str) and text.strip() != "", f"with empty '{column}'")
+    return drop_rows(raw, column, has_text, f"with empty '{column}'", whole_column=True)
 
 
-def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], bool], what: str) -> dict[str, int]:
+def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], Any], what: str, whole_column: bool = False
+              ) -> dict[str, int]:
     """Drop the rows whose ``column`` value fails ``keep`` (``what`` describes them, e.g. "with empty 'output'");
-    return how many each split lost. A split left empty is an error."""
+    return how many each split lost. A split left empty is an error. With ``whole_column``, ``keep`` takes the
+    split's column as Arrow and returns one boolean per row (no Python object per row)."""
     dropped = {}
     for split in list(raw):
         before = len(raw[split])
-        raw[split] = raw[split].filter(
-            lambda batch: [keep(value) for value in batch[column]],
-            batched=True,
-            desc=f"Dropping rows {what} ({split})",
-        )
+        if whole_column:
+            kept = np.flatnonzero(np.asarray(keep(arrow_column(raw[split], column))))
+            if len(kept) < before:
+                raw[split] = raw[split].select(kept)
+        else:
+            raw[split] = raw[split].filter(
+                lambda batch: [keep(value) for value in batch[column]],
+                batched=True,
+                desc=f"Dropping rows {what} ({split})",
+            )
         dropped[split] = before - len(raw[split])
         if dropped[split]:
             logger.warning("Dropped %d %s rows %s", dropped[split], split, what)
@@ -347,15 +402,101 @@ def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, t
         )
 
 
-def check_targets(datasets: DatasetDict, hint: str, has_target: Callable[[list[int]], bool]) -> None:
+def check_targets(datasets: DatasetDict, hint: str, holds_target: Callable[[pa.Array | pa.ChunkedArray], bool]) -> None:
     """A split without a single target token would train on nothing (or score NaN): ``hint`` says what to change.
-    ``has_target``: whether a row's labels hold a target, as the model's loss reads them."""
+    ``holds_target``: whether any row of an Arrow ``labels`` column holds a target, as the model's loss reads them.
+    Read in Arrow batches until the first row with a target (usually the first batch)."""
     for split in ("train", "validation"):
         dataset = datasets[split]
+        if isinstance(dataset, IterableDataset):  # streamed: its first row is prepared to see that there is one
+            if next(iter(dataset.take(1)), None) is None:
+                raise RecipeError(f"the {split} split is empty after preparation; {hint}")
+            continue
         if len(dataset) == 0:
             raise RecipeError(f"the {split} split is empty after preparation; {hint}")
-        if "labels" not in dataset.column_names or not isinstance(dataset[0]["labels"], list):
-            continue  # one label per row (classification): every row is a target
-        if not any(map(has_target, dataset["labels"])):
+        if "labels" not in dataset.column_names:
+            continue
+        batches = dataset.select_columns(["labels"]).with_format("arrow").iter(batch_size=CHECK_BATCH_ROWS)
+        if not any(holds_target(batch.column(0)) for batch in batches):
             raise RecipeError(f"the {split} split has no token to predict, so nothing can be learned or scored; "
                               f"{hint}")
+
+
+# ---- streaming ------------------------------------------------------------------------------------------------
+def rows_of(dataset) -> int | None:
+    """A split's rows; None for a streamed one (its length is unknown until it is read)."""
+    return None if isinstance(dataset, IterableDataset) else len(dataset)
+
+
+def head(stream: IterableDataset, rows: int) -> Dataset:
+    """The first ``rows`` rows of a stream, held in memory."""
+    return Dataset.from_list(list(stream.take(rows)))
+
+
+def check_streaming(data_args: DataArguments, training_args, dedupe_splits: bool) -> None:
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise RecipeError("--streaming true needs --max_steps: a streamed train split has no length to count "
+                          "epochs by")
+    if dedupe_splits:
+        raise RecipeError("--dedupe_splits does not apply with --streaming true (train is read as a stream, never "
+                          "whole); leave it out")
+
+
+def load_streaming(data_args: DataArguments, model_args: ModelArguments, training_args, dedupe_splits: bool,
+                   with_test: bool, required_columns: Iterable[str] = (), text_columns: Iterable[str] = (),
+                   text_kwargs: dict | None = None) -> DatasetDict:
+    """``--streaming true``: train as an IterableDataset, read (and later tokenized) as training goes; validation and
+    test the first ``max_eval_samples`` / ``max_test_samples`` rows (default ``STREAMED_EVAL_ROWS``) of their own
+    files or splits, held in memory. A split that has none is taken from the head of the train stream (test first,
+    then validation), and train starts after them. Columns are checked on those splits and on the train head."""
+    check_streaming(data_args, training_args, dedupe_splits)
+    if any(getattr(data_args, option) for option in SPLIT_FILES.values()):
+        if not data_args.train_file:
+            raise RecipeError("validation_file/test_file need a train_file too")
+        streams = {}
+        for split, option in SPLIT_FILES.items():
+            path = getattr(data_args, option)
+            if not path:
+                continue
+            if is_url(path):
+                ensure_reachable(path, urlparse(path).hostname, f"{option} {path}",
+                                 f"download it and pass --{option} with the local path")
+            else:
+                check_regular_file(path, option)
+            builder = builder_for(path, option)
+            kwargs = dict(text_kwargs or {}) if builder == "text" else {}
+            streams[split] = datasets.load_dataset(builder, data_files={"data": path}, split="data", streaming=True,
+                                                   **kwargs)
+    elif data_args.dataset_name:
+        name = data_args.dataset_name
+        if not is_local(name):
+            ensure_hub_reachable(f"dataset '{name}'")
+        try:
+            streams = dict(datasets.load_dataset(name, data_args.dataset_config_name, streaming=True,
+                                                 cache_dir=model_args.cache_dir, token=model_args.token))
+        except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+            raise RecipeError(f"could not load dataset '{name}': {one_line(err)}{offline_note(name)}") from None
+    else:
+        raise RecipeError("no data: set dataset_name or train_file")
+    if "train" not in streams:
+        raise RecipeError(f"the data has no train split (splits found: {', '.join(streams)})")
+    train, taken, raw = streams["train"], 0, DatasetDict()
+    for split, limit in (("test", data_args.max_test_samples), ("validation", data_args.max_eval_samples)):
+        rows = limit or STREAMED_EVAL_ROWS
+        if split in streams:
+            raw[split] = head(streams[split], rows)
+        elif split == "validation" or with_test:
+            raw[split] = head(train.skip(taken), rows)
+            taken += rows
+        if split in raw and len(raw[split]) == 0:
+            raise RecipeError(f"the {split} split is empty: the train stream has fewer than {taken} rows")
+    train = train.skip(taken) if taken else train
+    if data_args.max_train_samples:
+        train = train.take(data_args.max_train_samples)
+    checked = DatasetDict({"train": head(train, STREAMED_CHECK_ROWS), **raw})
+    if len(checked["train"]) == 0:
+        raise RecipeError(f"the train stream holds no rows after the {taken} taken for validation and test")
+    check_columns(checked, data_args, required_columns, text_columns)
+    logger.info("Streaming train; %s held in memory (%s rows)", "/".join(raw),
+                "/".join(str(len(d)) for d in raw.values()))
+    return DatasetDict({"train": train, **{split: raw[split] for split in ("validation", "test") if split in raw}})

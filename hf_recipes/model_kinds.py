@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from hf_recipes.baselines import few_shot_label_words
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import add_perplexity, mean_token_loss, token_loss_sums
@@ -25,6 +28,12 @@ class CausalLM:
     def has_target(labels: list[int]) -> bool:
         """A row teaches something: a label after the first (the model shifts them by one) is not -100."""
         return any(label != -100 for label in labels[1:])
+
+    @staticmethod
+    def holds_target(labels: pa.Array | pa.ChunkedArray) -> bool:
+        """:meth:`has_target` of any row of an Arrow ``labels`` list column."""
+        targets = pc.list_flatten(pc.list_slice(labels, 1))
+        return len(targets) > 0 and bool(pc.any(pc.not_equal(targets, -100)).as_py())
 
     def check_settings(self, args, recipe_name: str) -> None:
         if args.checks.few_shot_k is not None:
@@ -62,7 +71,7 @@ class Classifier:
     unused_flags: ClassVar[tuple[str, ...]] = ("fused_lm_loss",)  # a causal LM's output head
 
     @staticmethod
-    def has_target(labels) -> bool:
+    def holds_target(labels) -> bool:
         return True  # one label per row: every row is a target
 
     def check_settings(self, args, recipe_name: str) -> None:

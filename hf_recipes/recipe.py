@@ -17,6 +17,7 @@ from transformers.trainer_utils import PredictionOutput
 from hf_recipes import run as run_lifecycle
 from hf_recipes.checks import Check
 from hf_recipes.config import RecipeArgs, parse_recipe_args
+from hf_recipes.data import column_values
 from hf_recipes.model_card import CardExample
 from hf_recipes.prompts import PromptFormat
 from hf_recipes.report import Report
@@ -58,7 +59,7 @@ class Recipe:
 
     def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
         """The text that identifies each row when looking for duplicates across splits."""
-        return [text or "" for text in dataset[args.data.text_column]]
+        return [text or "" for text in column_values(dataset, args.data.text_column)]
 
     def before_training(self, trainer: RecipeTrainer, prepared: Prepared, args: RecipeArgs, report: Report) -> None:
         """Measure the starting model (e.g. perplexity, generations) for the report."""

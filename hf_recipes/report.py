@@ -188,7 +188,8 @@ def run_summary(run, train_metrics: dict) -> str:
     lines = [
         f"- model: `{model}` ({prepared.model.num_parameters() / 1e6:.1f}M parameters)",
         f"- data: `{data}`; {run.recipe.row_unit(args)} train/validation/test: " + " / ".join(
-            str(len(prepared.datasets[s])) if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
+            str(len(prepared.datasets[s])) if hasattr(prepared.datasets.get(s), "__len__") else
+            "streamed" if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
         f"- precision: weights {describe_weights(prepared.model)}; compute "
         f"{'bf16 autocast' if training.bf16 else 'fp16 autocast' if training.fp16 else 'as the weights'}; "
         f"batch {training.per_device_train_batch_size} x accumulation {training.gradient_accumulation_steps}"

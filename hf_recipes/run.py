@@ -24,9 +24,9 @@ from datasets import DatasetDict
 from transformers import EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from hf_recipes import adapters, forgetting, run_folder, upstream
-from hf_recipes.checks import Leakage, RunState, screen_splits
+from hf_recipes.checks import Leakage, RunState, leakage_sample, screen_splits
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import check_targets
+from hf_recipes.data import check_targets, rows_of
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments
 from hf_recipes.hub import push_finished_run
@@ -104,7 +104,7 @@ def build_trainer(recipe, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         prepared.model = adapters.add_adapter(prepared.model, args, recipe.kind.lora_task_type)
         prepared.facts.update(adapters.facts(prepared.model, args.peft))
     prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
-    check_targets(prepared.datasets, recipe.no_targets_hint(args), recipe.kind.has_target)
+    check_targets(prepared.datasets, recipe.no_targets_hint(args), recipe.kind.holds_target)
     recipe.kind.check_prepared(prepared, args)
     if extra_metrics:
         check_metrics(extra_metrics, *recipe.metric_example(prepared, args), recipe.metric_inputs)
@@ -177,7 +177,7 @@ def screen(recipe, raw: DatasetDict, args: RecipeArgs) -> Leakage | None:
     """Count rows shared between train and validation/test; with --dedupe_splits, drop them from train."""
     if not (args.checks.check_leakage or args.checks.dedupe_splits):
         return None
-    texts = {split: recipe.leakage_texts(dataset, args) for split, dataset in raw.items()}
+    texts = {split: recipe.leakage_texts(dataset, args) for split, dataset in leakage_sample(raw).items()}
     return screen_splits(raw, texts, recipe.leakage_unit, args.checks.dedupe_splits)
 
 
@@ -200,7 +200,8 @@ def train(trainer: RecipeTrainer, prepared: Prepared, state: RunState) -> dict[s
     resumed_at = run_folder.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
     train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
     state.training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
-    metrics = {**train_result.metrics, "train_samples": len(prepared.datasets["train"])}
+    metrics = {**train_result.metrics, "train_samples": rows_of(prepared.datasets["train"])}
+    metrics = {key: value for key, value in metrics.items() if value is not None}  # streamed: rows unknown
     if resumed_at is not None:
         metrics.update(train_loss_of_resumed_run(trainer.state.log_history, resumed_at, trainer.state.global_step,
                                                  metrics["train_loss"]))

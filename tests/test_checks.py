@@ -356,6 +356,7 @@ def test_sentiment_report_reads_the_model_against_baselines_few_shot_and_forgett
                  for i in baselines.pick_demonstrations(train_labels, k, 42)]
         predicted = baselines.few_shot_predictions(start, prepared.tokenizer, test_texts, ["bad", "meh", "good"], shots)
         assert rows[f"starting LM, {k}-shot prompt"]["accuracy"] == pytest.approx(accuracy_score(y_true, predicted))
+    assert f"scored on all {len(test_texts)} rows" in report  # fewer than few_shot_max_samples (1,000 by default)
 
     for name in names:
         counts = Counter(prepared.datasets["train"]["labels"])[names.index(name)]

@@ -1,4 +1,5 @@
 import json
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -305,3 +306,20 @@ def test_padding_free_refuses_a_cache_that_would_let_records_attend_to_each_othe
         instruct.build_trainer(**{**overrides, "padding_free": True, "use_cache": True})
     trainer, prepared = instruct.build_trainer(**{**overrides, "use_cache": True})  # padded rows: a cache is harmless
     assert trainer.args.use_cache
+
+
+def test_streamed_records_train_evaluate_and_report(overrides):
+    settings = {**overrides, "streaming": True, "max_steps": 3, "max_eval_samples": 6, "max_test_samples": 3,
+                "report_examples": 2}
+    metrics = instruct.run(**settings)
+    out = Path(settings["output_dir"])
+    assert metrics["train_loss"] > 0 and math.isfinite(metrics["eval_loss"])
+    assert metrics["eval_samples"] == 6 and json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    found = json.loads((out / "checks.json").read_text())
+    assert found["leakage"]["overlaps"]["test"]["rows"] == 3 and found["leakage"]["overlaps"]["validation"]["rows"] == 6
+    records = json.loads(RECORDS.read_text())
+    assert found["leakage"]["streamed_train_sample"] == len(records) - 9  # the head of the stream: all of it here
+    assert f"the screen read its first {len(records) - 9} rows only" in (out / "report.md").read_text()
+    # the held test split is the head of the file, answered whole
+    answered = [json.loads(line) for line in (out / instruct.GENERATIONS_FILE).read_text().splitlines()]
+    assert [row["instruction"] for row in answered] == [r["instruction"] for r in records[:3]]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import IterableDataset
 
 from hf_recipes import cli
 from hf_recipes.errors import RecipeError
@@ -246,3 +247,59 @@ def test_title_column_needs_titled_data(overrides, titled_songs, tmp_path):
     untitled.write_text(titled_songs.read_text().replace('"Song 1"', '""'))
     with pytest.raises(RecipeError, match="1 (train|validation|test) songs have no 'title'"):
         lyrics.build_trainer(**{**overrides, "train_file": str(untitled), "title_column": "title"})
+
+
+@pytest.fixture
+def song_files(tmp_path):
+    """The sample songs as train / validation / test jsonl files, one song per row."""
+    songs = read_songs(str(SONGS), "\n\n")
+    parts = {"train": songs[:-8], "validation": songs[-8:-4], "test": songs[-4:]}
+    files = {}
+    for split, rows in parts.items():
+        files[f"{split}_file"] = str(tmp_path / f"{split}.jsonl")
+        Path(files[f"{split}_file"]).write_text("".join(json.dumps({"text": song}) + "\n" for song in rows))
+    return files
+
+
+def test_streamed_songs_pack_into_the_same_first_blocks(overrides, song_files):
+    settings = {**overrides, **song_files, "max_steps": 2}
+    _, whole = lyrics.build_trainer(**settings)
+    _, streamed = lyrics.build_trainer(**{**settings, "streaming": True,
+                                          "output_dir": str(Path(settings["output_dir"]).parent / "streamed")})
+    assert isinstance(streamed.datasets["train"], IterableDataset)
+    first = list(streamed.datasets["train"].take(5))
+    assert len(first) == 5
+    for row, block in zip(range(5), first):
+        for column in ("input_ids", "labels", "position_ids"):
+            assert block[column] == whole.datasets["train"][row][column]
+    # validation and test are held whole: their own files here, fewer rows than the default cap
+    assert streamed.datasets["validation"]["input_ids"] == whole.datasets["validation"]["input_ids"]
+
+
+def test_streamed_run_trains_evaluates_and_reports_its_samples(overrides):
+    settings = {**overrides, "streaming": True, "max_steps": 3, "max_eval_samples": 5, "max_test_samples": 4}
+    metrics = lyrics.run(**settings)
+    out = Path(settings["output_dir"])
+    assert metrics["train_loss"] > 0 and math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["test_loss"])
+    songs = read_songs(str(SONGS), "\n\n")
+    found = json.loads((out / "checks.json").read_text())
+    # test is the head of the stream, validation the next rows, train the rest; the screen reads the train head
+    assert found["leakage"]["overlaps"]["test"]["rows"] == 4 and found["leakage"]["overlaps"]["validation"]["rows"] == 5
+    assert found["leakage"]["streamed_train_sample"] == found["leakage"]["train_rows"] == len(songs) - 9
+    report = (out / "report.md").read_text()
+    assert f"the screen read its first {len(songs) - 9} rows only" in report
+    assert "train/validation/test: streamed /" in report
+    trained_steps = json.loads((out / "trainer_state.json").read_text())["global_step"]
+    assert trained_steps == 3
+
+
+def test_streaming_needs_max_steps(overrides, capsys):
+    out = Path(overrides["output_dir"])
+    assert cli.main(["train", "lyrics", "--train_file", str(SONGS), "--streaming", "true",
+                     "--output_dir", str(out), "--model_name_or_path=", *[
+                         f"--{k}={v}" for k, v in overrides.items()
+                         if k in ("model_type", "config_overrides", "tokenizer_name")]]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == ("error: --streaming true needs --max_steps: a streamed train split has no "
+                                            "length to count epochs by")
+    assert not out.exists()

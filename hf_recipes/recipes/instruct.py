@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Sequence
 
 from accelerate.utils import gather_object
-from datasets import DatasetDict, Value
+from datasets import DatasetDict, IterableDataset, Value
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_prompt, is_sharegpt, split_last_answer,
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import check_columns, drop_empty, drop_rows, load_splits, map_splits, message_problem
+from hf_recipes.data import (STREAMED_CHECK_ROWS, as_batch, check_columns, column_values, count_true, drop_empty,
+                             drop_rows, head, load_splits, load_streaming, map_splits, message_problem)
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import AnswerArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -133,6 +134,7 @@ def conversations(records, task: InstructArguments) -> list[list[dict[str, str]]
     """Each record (a batch or a Dataset) as messages: its ``messages_column`` (role and content of each message
     only), its prompt messages then its completion messages, or a user turn (the prompt, or the instruction and
     input) and an assistant turn (the completion or output)."""
+    records = as_batch(records)
     if task.messages_column:
         return [role_and_content(messages) for messages in records[task.messages_column]]
     if task.dataset_format == CONVERSATIONAL_PC:
@@ -237,6 +239,30 @@ def drop_incomplete_records(raw, task: InstructArguments) -> dict[str, int]:
     return {split: before[split] - len(dataset) for split, dataset in raw.items()}
 
 
+def stream_records(args: RecipeArgs) -> DatasetDict:
+    """``--streaming true``: validation and test held (see load_streaming) and read by read_records, with the head of
+    the train stream, whose layout decides the stream's; the stream is read the same way as it goes, its records
+    without an answer (see drop_incomplete_records) left out."""
+    task = args.task
+    raw = load_streaming(args.data, args.model, args.training, args.checks.dedupe_splits, with_test=True)
+    stream, train_head = raw["train"], head(raw["train"], STREAMED_CHECK_ROWS)
+    held = read_records(args, DatasetDict({"train": train_head, "validation": raw["validation"], "test": raw["test"]}))
+    if task.dataset_format == SHAREGPT:
+        column = task.messages_column
+        stream = stream.map(lambda batch: {column: [from_sharegpt(c) for c in batch[column]]}, batched=True)
+    answers = task.messages_column or (task.completion_column if task.dataset_format == CONVERSATIONAL_PC else None)
+    if answers:
+        stream = stream.filter(lambda record: answered(record[answers]))
+    else:
+        if task.dataset_format != PROMPT_COMPLETION and task.input_column not in train_head.column_names:
+            stream = stream.map(lambda record: {task.input_column: ""})
+        asked, answered_by = ((task.prompt_column, task.completion_column) if task.dataset_format == PROMPT_COMPLETION
+                              else (task.instruction_column, task.output_column))
+        stream = stream.filter(lambda record: all(isinstance(record[c], str) and record[c].strip()
+                                                  for c in (asked, answered_by)))
+    return DatasetDict({"train": stream, "validation": held["validation"], "test": held["test"]})
+
+
 def read_records(args: RecipeArgs, raw: DatasetDict) -> DatasetDict:
     """The records' layout from their columns (stated in the log), ShareGPT turns read as messages, and the
     columns that layout needs checked."""
@@ -281,6 +307,7 @@ class InstructRecipe(Recipe):
     def prompts(self, records, task: InstructArguments, tokenizer=None) -> list[str]:
         """The text each record's answer continues (chat: the conversation before its last answer, rendered by
         ``tokenizer``'s template with the generation prompt)."""
+        records = as_batch(records)
         if task.prompt_format == "chat":
             return [generation_prompt(tokenizer, split_last_answer(messages)[0])
                     for messages in conversations(records, task)]
@@ -289,6 +316,7 @@ class InstructRecipe(Recipe):
         return [render_prompt(i, x, task) for i, x in zip(records[task.instruction_column], records[task.input_column])]
 
     def references(self, records, task: InstructArguments) -> list[str]:
+        records = as_batch(records)
         if task.prompt_format == "chat":
             return [split_last_answer(messages)[1] for messages in conversations(records, task)]
         if task.dataset_format == PROMPT_COMPLETION:
@@ -296,6 +324,8 @@ class InstructRecipe(Recipe):
         return list(records[task.output_column])
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
+        if args.data.streaming:
+            return stream_records(args)
         return load_splits(args.data, args.model, args.training.seed, read_columns=partial(read_records, args),
                            test_split_percentage=args.task.test_split_percentage)
 
@@ -306,13 +336,16 @@ class InstructRecipe(Recipe):
             return ["\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
                     for messages in conversations(dataset, task)]
         if task.prompt_format == "plain":
-            return [prompt or "" for prompt in dataset[task.prompt_column]]
-        return [f"{instruction}\n\n{input or ''}".strip()
-                for instruction, input in zip(dataset[task.instruction_column], dataset[task.input_column])]
+            return [prompt or "" for prompt in column_values(dataset, task.prompt_column)]
+        return [f"{instruction}\n\n{input or ''}".strip() for instruction, input in
+                zip(column_values(dataset, task.instruction_column), column_values(dataset, task.input_column))]
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         task = args.task
         chat = task.prompt_format == "chat"
+        streamed = raw["train"] if isinstance(raw["train"], IterableDataset) else None
+        if streamed is not None:  # its incomplete records are left out as it is read (stream_records)
+            raw = DatasetDict({split: data for split, data in raw.items() if split != "train"})
         dropped = drop_incomplete_records(raw, task)
         tokenizer = load_tokenizer(args.model)
         if chat:
@@ -338,18 +371,24 @@ class InstructRecipe(Recipe):
                                 limit)
 
         tokenized = map_splits(raw, tokenize, args.data, args.training, "Tokenizing")
-        truncated = {split: sum(data["truncated"]) for split, data in tokenized.items()}
-        if truncated["train"]:
+        truncated = {split: count_true(data, "truncated") for split, data in tokenized.items()}
+        if truncated.get("train"):
             logger.warning("%d train records are longer than %d tokens and were cut (their end is lost)",
                            truncated["train"], limit)
         # A record cut inside its prompt has no target left; a batch of only such records would have a 0/0 loss.
-        without_target = {split: len(data) - sum(data["has_target"]) for split, data in tokenized.items()}
+        without_target = {split: len(data) - count_true(data, "has_target") for split, data in tokenized.items()}
         if any(without_target.values()):
             logger.warning("Dropped records whose prompt fills all %d tokens (no response token left): %s", limit,
                            per_split(without_target))
             tokenized = DatasetDict({split: data.filter(lambda keep: keep, input_columns="has_target")
                                      for split, data in tokenized.items()})
         tokenized = tokenized.remove_columns(["truncated", "has_target"])
+        if streamed is not None:  # tokenized as training reads it; rows cut or without a target are not counted
+            records = raw["validation"].column_names
+            tokenized = DatasetDict({"train": streamed.select_columns(records).map(
+                tokenize, batched=True, remove_columns=records).filter(lambda keep: keep, input_columns="has_target")
+                .remove_columns(["truncated", "has_target"]), **tokenized})
+            raw = DatasetDict({"train": streamed, **raw})
         if task.padding_free:
             keep_packed_sequences_apart(model, args.training, "padding_free", switch_off="padding_free false")
             collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)

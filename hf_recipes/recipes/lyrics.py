@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import ClassVar, Sequence
 
 import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import carve_splits, check_local_file, load_splits
+from hf_recipes.data import carve_splits, check_local_file, load_splits, load_streaming, rows_of
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import GenerationArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.model import (check_room, encode, keep_packed_sequences_apart, load_model, load_tokenizer,
@@ -114,6 +114,8 @@ def load_songs(args: RecipeArgs) -> DatasetDict:
     """One row per song; validation and test are carved by song, so no song is split across them."""
     data, seed, text = args.data, args.training.seed, args.data.text_column
     train_file, test_share = data.train_file, args.task.test_split_percentage
+    if data.streaming:
+        return stream_songs(args)
     if train_file and (Path(train_file).is_dir() or train_file.endswith(".txt")) and not data.validation_file:
         songs = Dataset.from_dict({text: read_songs(train_file, args.task.song_separator)})
         if len(songs) < 3:
@@ -130,6 +132,24 @@ def load_songs(args: RecipeArgs) -> DatasetDict:
         untitled = sum(not isinstance(t, str) or not t.strip() for t in songs[title]) if title else 0
         if untitled:
             raise RecipeError(f"{untitled} {split} songs have no '{title}'")
+    return raw
+
+
+def stream_songs(args: RecipeArgs) -> DatasetDict:
+    """``--streaming true``: songs as a stream (a .txt file: one song per blank-line-separated paragraph)."""
+    data, title = args.data, args.task.title_column
+    text_file = bool(data.train_file) and data.train_file.endswith(".txt")
+    if text_file and (args.task.song_separator != BLANK_LINE or data.text_column != "text" or title):
+        raise RecipeError("streaming a .txt file reads one song per blank-line-separated paragraph into the 'text' "
+                          "column: leave song_separator, text_column and title_column at their defaults")
+    if data.train_file and Path(data.train_file).is_dir():
+        raise RecipeError(f"--streaming true reads one file, not the folder {data.train_file}")
+    columns = (data.text_column, title) if title else (data.text_column,)
+    raw = load_streaming(data, args.model, args.training, args.checks.dedupe_splits, with_test=True,
+                         required_columns=columns, text_columns=columns, text_kwargs={"sample_by": "paragraph"})
+    if text_file:  # as read_songs does: each song stripped, blank ones dropped
+        raw = DatasetDict({split: songs.map(lambda song: {"text": song["text"].strip()})
+                           .filter(lambda song: bool(song["text"])) for split, songs in raw.items()})
     return raw
 
 
@@ -176,6 +196,20 @@ class BlockPacker:
         return blocks
 
 
+def packer_per_pass(block_size: int, reset_position_ids: bool):
+    """A BlockPacker for a stream's batched map (with indices): each pass over the stream (a check, then training)
+    starts a fresh one, so no pass begins with what the last one left over."""
+    packer = BlockPacker(block_size, reset_position_ids)
+
+    def pack(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        nonlocal packer
+        if indices and indices[0] == 0:
+            packer = BlockPacker(block_size, reset_position_ids)
+        return packer(batch)
+
+    return pack
+
+
 class LyricsRecipe(Recipe):
     kind = CAUSAL_LM_KIND
     unused_flags = (*CAUSAL_LM_KIND.unused_flags, "max_seq_length", "metric_names")  # blocks of block_size; loss only
@@ -216,6 +250,12 @@ class LyricsRecipe(Recipe):
         blocks, dropped = DatasetDict(), {}
         with args.training.main_process_first(desc="tokenizing and packing"):
             for split, songs in raw.items():
+                if isinstance(songs, IterableDataset):  # tokenized and packed as training reads it
+                    read = [text, title] if title else [text]
+                    blocks[split] = songs.select_columns(read).map(tokenize, batched=True, remove_columns=read).map(
+                        packer_per_pass(block_size, args.task.reset_position_ids), batched=True, with_indices=True,
+                        remove_columns=["tokens"])
+                    continue
                 tokenized = songs.map(tokenize, batched=True, remove_columns=songs.column_names,
                                       load_from_cache_file=not args.data.overwrite_cache, desc=f"Tokenizing ({split})")
                 # One process, in order: the packer carries what a batch leaves over into the next
@@ -234,7 +274,8 @@ class LyricsRecipe(Recipe):
             datasets=blocks,
             data_collator=default_data_collator,
             facts={
-                "songs train/validation/test": " / ".join(str(len(raw[s])) for s in ("train", "validation", "test")),
+                "songs train/validation/test": " / ".join(str(rows_of(raw[s]) or "streamed")
+                                                          for s in ("train", "validation", "test")),
                 "block size": block_size,
                 "tokens dropped (tail shorter than a block)": per_split(dropped),
                 "songs isolated inside blocks": "yes (position ids restart per song; block-diagonal mask; a song's "

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import ClassLabel, DatasetDict
 from transformers import AutoModelForSequenceClassification
 
 from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import drop_empty, drop_rows, load_splits, map_splits
+from hf_recipes.data import arrow_column, drop_empty, drop_rows, has_text, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
@@ -77,13 +79,14 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None, n
         names = list(feature.names)
         value_to_id = {i: i for i in range(len(names))}
     else:
-        train_values = [v for v in raw["train"][column] if v is not None]
+        counts = {split: label_counts(dataset, column) for split, dataset in raw.items()}
+        train_values = [v for v in counts["train"] if v is not None]
         if explicit:
             names = [str(n) for n in explicit]
         elif all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in train_values):
             names = [str(v) for v in sorted(set(train_values))]
         else:
-            names = sorted(spelling_names(train_values, key))
+            names = sorted(spelling_names(counts["train"], key))
             numbers = [n for n in names if n.lstrip("-").isdigit()]
             if numbers and len(numbers) < len(names):
                 word = next(n for n in names if n not in numbers)
@@ -92,14 +95,13 @@ def label_names(raw: DatasetDict, column: str, explicit: Sequence[str] | None, n
                     "use one kind, or list the names with --labels"
                 )
         id_of = {key(name): i for i, name in enumerate(names)}
-        values = {v for dataset in raw.values() for v in dataset[column] if v is not None}
+        values = {v for split_counts in counts.values() for v in split_counts if v is not None}
         value_to_id = {str(v): id_of[key(v)] for v in values if key(v) in id_of}
         value_to_id.update({name: i for i, name in enumerate(names)})
     for split, dataset in raw.items():
-        values = list(dataset[column])
-        missing = sum(v is None for v in values)
-        if missing:
-            raise RecipeError(f"{missing} {split} rows have no '{column}' value")
+        values = label_counts(dataset, column)
+        if values.get(None):
+            raise RecipeError(f"{values[None]} {split} rows have no '{column}' value")
         unknown = sorted({str(v) for v in values} - {str(k) for k in value_to_id})
         if unknown:
             raise RecipeError(
@@ -122,10 +124,19 @@ def check_explicit_labels(explicit: Sequence[str] | None) -> None:
                           "spaces; list each label once")
 
 
-def spelling_names(values: Sequence, key) -> list[str]:
+def label_counts(dataset, column: str) -> Counter:
+    """How many rows hold each label value (None: no label), counted in Arrow."""
+    counts = pc.value_counts(arrow_column(dataset, column))
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+
+
+def spelling_names(value_counts: Counter, key) -> list[str]:
     """One name per label: the most frequent spelling (spaces stripped when ``key`` folds) of the values that ``key``
-    makes equal; the first in sorted order breaks a tie."""
-    counts = Counter(str(v).strip() if key is folded else str(v) for v in values)
+    makes equal (``value_counts``: rows per value); the first in sorted order breaks a tie."""
+    counts: Counter = Counter()
+    for value, rows in value_counts.items():
+        if value is not None:
+            counts[str(value).strip() if key is folded else str(value)] += rows
     best: dict[str, str] = {}
     for spelling in sorted(counts):
         group = key(spelling)
@@ -137,24 +148,29 @@ def spelling_names(values: Sequence, key) -> list[str]:
 def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | None = None,
                        text_column: str | None = None) -> None:
     """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row (of
-    the file, with ``sources``). With ``text_column``, rows without text are left to be dropped."""
+    the file, with ``sources``). With ``text_column``, rows without text are left to be dropped. An Arrow column
+    holds one type, so only a column of another type is read."""
     for split, dataset in raw.items():
-        if isinstance(dataset.features[column], ClassLabel):
+        kind = arrow_column(dataset, column).type
+        if (isinstance(dataset.features[column], ClassLabel) or pa.types.is_null(kind) or pa.types.is_string(kind)
+                or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
             continue
-        for row, value in labelled_rows(dataset, column, text_column):
-            if isinstance(value, bool) or not isinstance(value, (str, int, np.integer)):
-                where = f" ({sources[split]})" if sources else ""
-                raise RecipeError(f"label column '{column}' of the {split} split must hold label names or whole "
-                                  f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}{where}")
+        labelled = labelled_rows(dataset, column, text_column)
+        if labelled.num_rows:
+            row, value = labelled["row"][0].as_py(), labelled["label"][0].as_py()
+            where = f" ({sources[split]})" if sources else ""
+            raise RecipeError(f"label column '{column}' of the {split} split must hold label names or whole "
+                              f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}{where}")
 
 
-def labelled_rows(dataset, column: str, text_column: str | None = None, with_missing: bool = False):
-    """(row from 1, label) of the rows that have a label (and, with ``text_column``, a text to keep them; with
-    ``with_missing``, rows without a label too)."""
-    texts = dataset[text_column] if text_column else [" "] * len(dataset)
-    for row, (value, text) in enumerate(zip(dataset[column], texts), start=1):
-        if (value is not None or with_missing) and isinstance(text, str) and text.strip():
-            yield row, value
+def labelled_rows(dataset, column: str, text_column: str | None = None, with_missing: bool = False) -> pa.Table:
+    """The rows (``row``, from 1) and labels (``label``) of the rows that have a label (and, with ``text_column``,
+    a text to keep them; with ``with_missing``, rows without a label too), as Arrow."""
+    labels = arrow_column(dataset, column)
+    keep = has_text(arrow_column(dataset, text_column)) if text_column else pa.array(np.ones(len(dataset), bool))
+    if not with_missing:
+        keep = pc.and_(keep, pc.is_valid(labels))
+    return pa.table({"row": np.arange(1, len(dataset) + 1), "label": labels}).filter(keep)
 
 
 def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, text_column: str,
@@ -165,16 +181,19 @@ def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, te
     are left out: they are dropped (a split left without rows is the error then)."""
     check_explicit_labels(explicit)
     for split, dataset in raw.items():
-        missing = [row for row, value in labelled_rows(dataset, column, text_column, with_missing=True) if value is None]
-        if missing:
-            raise RecipeError(f"{len(missing)} {split} rows have no '{column}' value (the first: row {missing[0]} of "
-                              f"{sources[split]}); label them or remove them")
+        rows = labelled_rows(dataset, column, text_column, with_missing=True)
+        missing = rows.filter(pc.is_null(rows["label"]))["row"]
+        if len(missing):
+            raise RecipeError(f"{len(missing)} {split} rows have no '{column}' value (the first: row "
+                              f"{missing[0].as_py()} of {sources[split]}); label them or remove them")
     check_label_values(raw, column, sources, text_column)
     if any(isinstance(dataset.features[column], ClassLabel) for dataset in raw.values()):
         return
     first_row: dict[str, tuple[str, int]] = {}  # each spelling -> the split and row it first occurs in
     for split, dataset in raw.items():
-        for row, value in labelled_rows(dataset, column, text_column):
+        firsts = labelled_rows(dataset, column, text_column).group_by("label").aggregate([("row", "min")])
+        firsts = firsts.sort_by("row_min")
+        for value, row in zip(firsts["label"].to_pylist(), firsts["row_min"].to_pylist()):
             first_row.setdefault(str(value), (split, row))
     if not any(split == "train" for split, _ in first_row.values()):
         return
@@ -204,7 +223,7 @@ def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, te
 
 
 def labels_without_train_rows(raw: DatasetDict, column: str, names: list[str], value_to_id: dict) -> list[str]:
-    present = {value_to_id[str(v)] for v in raw["train"][column]}
+    present = {value_to_id[str(v)] for v in label_counts(raw["train"], column)}
     return [name for i, name in enumerate(names) if i not in present]
 
 
@@ -230,6 +249,8 @@ class SentimentRecipe(Recipe):
 
     def load_data(self, args: RecipeArgs) -> DatasetDict:
         label, task = args.data.label_column, args.task
+        if args.data.streaming:
+            raise RecipeError("--streaming applies to the lyrics and instruct recipes: sentiment reads its data whole")
         return load_splits(args.data, args.model, args.training.seed,
                            required_columns=(args.data.text_column, label),
                            text_columns=(args.data.text_column,),
@@ -247,7 +268,8 @@ class SentimentRecipe(Recipe):
 
         tokenizer = load_tokenizer(args.model)
         pad_text = give_distinct_pad_token(tokenizer)
-        holding_pad = drop_rows(raw, text, lambda value: pad_text not in value, f"whose text holds {pad_text}")
+        holding_pad = drop_rows(raw, text, lambda texts: pc.invert(pc.match_substring(texts, pad_text)),
+                                f"whose text holds {pad_text}", whole_column=True)
         model = load_model(
             args.model,
             AutoModelForSequenceClassification,
