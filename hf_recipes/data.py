@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, IterableDataset
+from datasets.features.features import require_decoding
 
 from hf_recipes.config import DataArguments, ModelArguments
 from hf_recipes.errors import RecipeError, one_line
@@ -32,13 +33,23 @@ STREAMED_CHECK_ROWS = 1_000  # head of a streamed train split whose columns are 
 
 
 def arrow_column(dataset: Dataset, column: str) -> pa.ChunkedArray:
-    """One column of a split as Arrow, in row order (a datasets ``Column`` is read row by row when iterated)."""
-    return dataset.with_format("arrow")[column]
+    """One column of a split as Arrow, in row order (a datasets ``Column`` is read row by row when iterated); see
+    :func:`decoded` for the values datasets would give."""
+    values = dataset.with_format("arrow")[column]
+    if isinstance(values.type, pa.BaseExtensionType):  # Json (a JSON file's column of mixed types): its JSON text
+        values = pa.chunked_array([chunk.storage for chunk in values.chunks], values.type.storage_type)
+    return values
+
+
+def decoded(dataset: Dataset, column: str, values: list) -> list:
+    """``values`` read from Arrow as datasets gives them (a Json column holds JSON text there)."""
+    feature = dataset.features[column]
+    return dataset.features.decode_column(values, column) if require_decoding(feature) else values
 
 
 def column_values(dataset: Dataset, column: str) -> list:
     """One column as Python values, converted from Arrow in one call."""
-    return arrow_column(dataset, column).to_pylist()
+    return decoded(dataset, column, arrow_column(dataset, column).to_pylist())
 
 
 def as_batch(records):
@@ -63,7 +74,11 @@ def count_true(dataset: Dataset, column: str) -> int:
 def iter_values(dataset: Dataset, column: str, batch_rows: int = CHECK_BATCH_ROWS) -> Iterable:
     """One column's Python values in row order, holding one batch of them at a time."""
     for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_rows):
-        yield from batch.column(0).to_pylist()
+        yield from decoded(dataset, column, batch.column(0).to_pylist())
+
+
+def whole_number_or_text(value) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def has_text(texts: pa.ChunkedArray) -> pa.ChunkedArray:

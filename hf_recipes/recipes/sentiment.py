@@ -21,12 +21,13 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, DatasetDict
+from datasets import ClassLabel, DatasetDict, Json
 from transformers import AutoModelForSequenceClassification
 
 from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import arrow_column, drop_empty, drop_rows, has_text, load_splits, map_splits
+from hf_recipes.data import (arrow_column, decoded, drop_empty, drop_rows, has_text, load_splits, map_splits,
+                             whole_number_or_text)
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
@@ -127,7 +128,8 @@ def check_explicit_labels(explicit: Sequence[str] | None) -> None:
 def label_counts(dataset, column: str) -> Counter:
     """How many rows hold each label value (None: no label), counted in Arrow."""
     counts = pc.value_counts(arrow_column(dataset, column))
-    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+    values = decoded(dataset, column, counts.field("values").to_pylist())  # a JSON file's mixed labels: Json
+    return Counter(dict(zip(values, counts.field("counts").to_pylist())))
 
 
 def spelling_names(value_counts: Counter, key) -> list[str]:
@@ -149,15 +151,18 @@ def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | 
                        text_column: str | None = None) -> None:
     """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row (of
     the file, with ``sources``). With ``text_column``, rows without text are left to be dropped. An Arrow column
-    holds one type, so only a column of another type is read."""
+    holds one type, so only a column of another type (or of JSON values of mixed types) is read."""
     for split, dataset in raw.items():
-        kind = arrow_column(dataset, column).type
-        if (isinstance(dataset.features[column], ClassLabel) or pa.types.is_null(kind) or pa.types.is_string(kind)
-                or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+        kind, feature = arrow_column(dataset, column).type, dataset.features[column]
+        one_kind = (isinstance(feature, ClassLabel) or pa.types.is_null(kind) or pa.types.is_string(kind)
+                    or pa.types.is_large_string(kind) or pa.types.is_integer(kind))
+        if one_kind and not isinstance(feature, Json):
             continue
         labelled = labelled_rows(dataset, column, text_column)
-        if labelled.num_rows:
-            row, value = labelled["row"][0].as_py(), labelled["label"][0].as_py()
+        values = decoded(dataset, column, labelled["label"].to_pylist())
+        wrong = next((i for i, value in enumerate(values) if not whole_number_or_text(value)), None)
+        if wrong is not None:
+            row, value = labelled["row"][wrong].as_py(), values[wrong]
             where = f" ({sources[split]})" if sources else ""
             raise RecipeError(f"label column '{column}' of the {split} split must hold label names or whole "
                               f"numbers, but row {row} holds {type(value).__name__} {value!r:.40}{where}")
@@ -193,7 +198,7 @@ def check_file_labels(raw: DatasetDict, sources: dict[str, str], column: str, te
     for split, dataset in raw.items():
         firsts = labelled_rows(dataset, column, text_column).group_by("label").aggregate([("row", "min")])
         firsts = firsts.sort_by("row_min")
-        for value, row in zip(firsts["label"].to_pylist(), firsts["row_min"].to_pylist()):
+        for value, row in zip(decoded(dataset, column, firsts["label"].to_pylist()), firsts["row_min"].to_pylist()):
             first_row.setdefault(str(value), (split, row))
     if not any(split == "train" for split, _ in first_row.values()):
         return
