@@ -37,7 +37,7 @@ test: $(STAMP)
 # The wheel as users install it: built from a clean copy of the tree, installed alone into a fresh venv (its
 # dependencies are this venv's), every recipe's demo run from an empty folder, offline.
 wheel-check: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest tests/test_wheel.py $(ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest tests/end_to_end/test_wheel.py $(ARGS)
 
 sentiment: $(STAMP)
 	$(BIN)/hf-recipes train sentiment $(ARGS)

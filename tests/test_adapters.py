@@ -131,6 +131,7 @@ def finished(base, tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 def test_output_dir_holds_the_adapter_in_peft_format_and_a_card_naming_the_base(finished, base):
     out, model = finished("lyrics")
     adapter = json.loads((out / "adapter_config.json").read_text())
@@ -155,6 +156,7 @@ def test_output_dir_holds_the_adapter_in_peft_format_and_a_card_naming_the_base(
         "tokenizer_config.json"]
 
 
+@pytest.mark.slow
 def test_a_saved_classifier_adapter_reloads_to_the_trained_model(finished):
     out, model = finished("sentiment")
     texts = ["what a lovely day", "ugh, mondays are the worst", "ok"]
@@ -173,6 +175,7 @@ def test_a_saved_classifier_adapter_reloads_to_the_trained_model(finished):
         assert [r["score"] for r in found] == pytest.approx(probabilities.max(-1).values.tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lyrics", "instruct", "instruct-chat"])
 def test_a_saved_causal_lm_adapter_reloads_to_the_trained_model(name, finished, capsys):
     out, model = finished(name)
@@ -213,6 +216,7 @@ def losses_without_checkpointing(base, tmp_path_factory) -> list[float]:
     return step_losses(base, tmp_path_factory.mktemp("plain"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kwargs", [None, {"use_reentrant": True}], ids=["default", "reentrant"])
 def test_gradient_checkpointing_trains_lora_exactly_as_without(kwargs, base, losses_without_checkpointing, tmp_path):
     plain = losses_without_checkpointing
@@ -222,6 +226,7 @@ def test_gradient_checkpointing_trains_lora_exactly_as_without(kwargs, base, los
     assert checkpointed == pytest.approx(plain, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_accumulated_lora_steps_average_over_every_target(base, tmp_path):
     """Two micro-batches with different numbers of targets: the loss is the mean over all targets of the step (the
     PEFT wrapper must not hide that the model is a causal LM whose loss divides by the step's target count)."""
@@ -245,6 +250,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_a_resumed_lora_run_ends_with_the_uninterrupted_adapter(base, tmp_path, one_thread):
     def train(output_dir, resume=None):
         trainer, prepared = lyrics.build_trainer(**lora(base, "lyrics", output_dir, max_steps=4, save_strategy="steps",
@@ -307,6 +313,7 @@ REFUSED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REFUSED)
 def test_refused_lora_settings_are_one_line_and_write_nothing(case, base, finished, full_run, tmp_path, capsys):
     name, change, message = REFUSED[case]
@@ -386,6 +393,7 @@ def test_a_classifier_adapter_loads_with_plain_peft_and_transformers_as_hf_recip
         AutoPeftModelForSequenceClassification.from_pretrained(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lyrics", "instruct"])
 def test_a_causal_lm_adapter_loads_with_the_pipeline_and_every_peft_loader(name, finished, base, tmp_path,
                                                                            monkeypatch, capsys):
@@ -416,6 +424,7 @@ def test_a_causal_lm_adapter_loads_with_the_pipeline_and_every_peft_loader(name,
         assert reply.strip() == instruct.generate(out, "Say hi.", **GREEDY)
 
 
+@pytest.mark.slow
 def test_a_chat_adapter_with_added_tokens_loads_with_peft_and_stops_at_the_end_of_its_turn(finished, base, tmp_path,
                                                                                            monkeypatch, capsys):
     from peft import AutoPeftModelForCausalLM, PeftModel

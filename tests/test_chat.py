@@ -149,6 +149,7 @@ def test_an_instruction_record_renders_as_a_user_and_an_assistant_turn(tiny_mode
     assert "records dropped (no instruction or no output)" in prepared.facts
 
 
+@pytest.mark.slow
 def test_a_chat_run_answers_alike_in_its_report_generate_the_cli_and_a_plain_pipeline(chat_overrides, capsys):
     instruct.run(**chat_overrides)
     out = Path(chat_overrides["output_dir"])

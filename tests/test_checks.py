@@ -319,6 +319,7 @@ def starting_lm(tmp_path, tokenizer):
     return folder
 
 
+@pytest.mark.slow
 def test_sentiment_report_reads_the_model_against_baselines_few_shot_and_forgetting(
         leaky_sentiment, starting_lm, tmp_path):
     forgetting_file = tmp_path / "plain.txt"
@@ -377,6 +378,7 @@ def test_sentiment_report_reads_the_model_against_baselines_few_shot_and_forgett
     assert found["forgetting"]["perplexity_after"] != found["forgetting"]["perplexity_before"]
 
 
+@pytest.mark.slow
 def test_forgetting_on_a_causal_lm_and_on_a_classifier_built_from_scratch(tmp_path, tiny_model_args):
     from tests.conftest import SAMPLES
 

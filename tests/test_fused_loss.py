@@ -88,6 +88,7 @@ def lyrics_run(tiny_model_args, fused: bool, **extra):
         **extra})
 
 
+@pytest.mark.slow
 def test_twenty_lyrics_steps_log_the_same_losses_with_and_without_the_fused_loss(tiny_model_args):
     # Dropout on: both ways draw the same dropout masks, so the losses agree step for step.
     losses = {}

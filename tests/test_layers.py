@@ -123,3 +123,16 @@ def test_each_built_in_recipe_is_one_level_below_the_contract_and_lists_its_own_
         recipe_class = type(recipes.get(name))
         assert recipe_class.__mro__ == (recipe_class, Recipe, object)
         assert {"kind", "checks"} <= set(vars(recipe_class)), name
+
+
+def test_the_tests_are_laid_out_like_the_package():
+    """tests/test_<module>.py tests a module of that name; tests/recipes/test_<recipe>.py a recipe (or the registry
+    and the toy recipe from another package); the rest are whole runs in tests/end_to_end."""
+    tests = Path(__file__).parent
+    modules = {path.stem for path in PACKAGE.glob("*.py")} | {"layers"}
+    recipes = {path.stem for path in (PACKAGE / "recipes").glob("*.py")} | {"registry", "toy_recipe"}
+    misplaced = [path.name for path in tests.glob("test_*.py") if path.stem.removeprefix("test_") not in modules]
+    misplaced += [f"recipes/{path.name}" for path in (tests / "recipes").glob("test_*.py")
+                  if path.stem.removeprefix("test_") not in recipes]
+    assert not misplaced, f"name these after the module they test, or move them to tests/end_to_end: {misplaced}"
+    assert {path.parent.name for path in tests.rglob("test_*.py")} == {"tests", "recipes", "end_to_end"}

@@ -105,6 +105,7 @@ def test_answer_modules_give_hand_computed_scores():
     assert np.isnan(shipped_metric("rouge_l").compute(predictions=[], references=[])["rouge_l"])
 
 
+@pytest.mark.slow
 def test_sentiment_reports_a_local_metric_under_its_own_keys(tmp_path, tiny_model_args):
     # "agreement" repeats accuracy under its own key and under the taken key "accuracy" (which it must not
     # overwrite), and returns a list, which cannot go into the metrics files.
@@ -121,6 +122,7 @@ def test_sentiment_reports_a_local_metric_under_its_own_keys(tmp_path, tiny_mode
     assert saved["test_agreement"] == found["test_agreement"]
 
 
+@pytest.mark.slow
 def test_instruct_scores_the_test_answers_with_a_local_metric(tmp_path, tiny_model_args):
     path = write_metric(tmp_path / "metrics", "same_text", "string",
                         '{"same_text": float(np.mean([p == r for p, r in zip(predictions, references)])), '

@@ -100,6 +100,7 @@ def test_a_tokenizer_without_pad_token_gets_eos_and_the_embeddings_keep_their_ro
     assert model.config.pad_token_id == tokenizer.eos_token_id
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sentiment_trains_on_every_family(family, tiny_model_args):
     trainer, prepared = sentiment.build_trainer(**family_args(family, tiny_model_args, **TWEETS))
@@ -109,6 +110,7 @@ def test_sentiment_trains_on_every_family(family, tiny_model_args):
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_packed_lyrics_keep_songs_apart_on_every_family(family, tiny_model_args):
     args = family_args(family, tiny_model_args, **SONGS)
@@ -126,6 +128,7 @@ def test_packed_lyrics_keep_songs_apart_on_every_family(family, tiny_model_args)
     assert all(torch.isfinite(torch.tensor(log["loss"])) for log in trainer.state.log_history if "loss" in log)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padding_free_instruct_keeps_records_apart_on_every_family(family, tiny_model_args):
     args = family_args(family, tiny_model_args, **INSTRUCTIONS, padding_free=True)

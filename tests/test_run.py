@@ -133,6 +133,7 @@ def uninterrupted(tmp_path_factory):
         **settings(tiny_model_args, name, tmp_path_factory.mktemp(f"{name}-reference")))))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "moment"), KILLS, ids=[f"{n}-{'-'.join(map(str, m))}" for n, m in KILLS])
 def test_a_killed_run_resumes_to_the_uninterrupted_metrics(name, moment, uninterrupted, tiny_model_args, tmp_path,
                                                            monkeypatch):
@@ -207,6 +208,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(tiny_model_args, tmp_pa
     assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_same_seed_and_data_give_identical_metrics(name, tiny_model_args, tmp_path):
     recipe = recipes.get(name)
@@ -265,6 +267,7 @@ def checkpointed(tmp_path_factory):
     return once_per_name(run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "checkpoint"), RESUMES, ids=[f"{s}-after-{k}" for s, k in RESUMES])
 def test_resuming_after_any_checkpoint_trains_exactly_as_the_uninterrupted_run(strategy, checkpoint, checkpointed,
                                                                                 tiny_model_args, tmp_path, one_thread):
@@ -278,6 +281,7 @@ def test_resuming_after_any_checkpoint_trains_exactly_as_the_uninterrupted_run(s
     assert_same_weights(resumed_weights, weights)
 
 
+@pytest.mark.slow
 def test_the_cli_killed_mid_epoch_after_a_partial_accumulation_step_resumes_exactly(tiny_model_args, tmp_path,
                                                                                    monkeypatch, one_thread):
     """The shipped sentiment settings (accumulation, group_by_length): `hf-recipes train` SIGKILLed while computing

@@ -26,6 +26,7 @@ def saved(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["instruct", "lyrics"])
 def test_the_saved_tokenizer_carries_no_padding_or_truncation_left_from_generation(saved, name):
     # generation pads and cuts on the left; none of that may stick to the tokenizer a user loads

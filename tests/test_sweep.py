@@ -37,6 +37,7 @@ def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_cli_sweep_writes_trials_and_a_best_config_that_trains_to_the_same_score(small, capsys):
     overrides = {**small, "metric_for_best_model": "accuracy"}
     output_dir = Path(overrides["output_dir"])
@@ -85,6 +86,7 @@ def test_cli_sweep_writes_trials_and_a_best_config_that_trains_to_the_same_score
     assert metrics["eval_loss"] == pytest.approx(best["eval_loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_best_trial_has_the_lowest_eval_loss_without_a_metric(small, tmp_path):
     # A config without warmup_steps: its default is the int 0, which must not turn sampled ratios into 0.
     config = tmp_path / "no_warmup.yaml"
@@ -146,6 +148,7 @@ def test_a_finished_sweep_is_not_overwritten_unless_asked(small):
     assert (sweep_dir / "best.yaml").read_text() == "seed: 1\n"
 
 
+@pytest.mark.slow
 def test_recipe_flags_are_not_taken_for_range_flags_and_keep_their_values(small):
     # --learning_rate and --weight_decay are prefixes of range flags; they must reach the recipe untouched.
     from hf_recipes.cli import build_parser
@@ -187,6 +190,7 @@ def fail_trial(monkeypatch, failing: set[str]):
     monkeypatch.setattr(RecipeTrainer, "training_step", training_step)
 
 
+@pytest.mark.slow
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(small, monkeypatch):
     fail_trial(monkeypatch, {"run-0"})
     result = sweep("sentiment", DEMO, cli_args(small), n_trials=2, batch_sizes=[32], epochs_range=(1, 1))
@@ -210,6 +214,7 @@ def test_an_unknown_objective_metric_stops_the_sweep(small):
               epochs_range=(1, 1))
 
 
+@pytest.mark.slow
 def test_a_sweep_repeats_exactly_with_the_same_seed(small, tmp_path):
     def run(name: str) -> pd.DataFrame:
         argv = cli_args({**small, "output_dir": str(tmp_path / name)})

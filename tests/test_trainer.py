@@ -31,6 +31,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False], ids=["fused LM loss", "model's own loss"])
 @pytest.mark.parametrize("case", CASES)
 def test_logged_training_loss_of_one_step_is_the_mean_over_real_targets(case, fused, tiny_model_args):

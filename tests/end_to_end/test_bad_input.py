@@ -513,6 +513,7 @@ globals().update({name: refused_by_class(cls) for name, cls in {
 }.items()})
 
 
+@pytest.mark.slow
 def test_normalize_labels_merges_what_the_error_names(tmp_path, capsys):
     cased = write_file(tmp_path, "cased.json", labelled_tweets(["positive", "negative", "positive ", "POSITIVE", "Negative",
                                                                  "negative"] * 6))
@@ -546,6 +547,7 @@ def assert_refused(hostile, case: str, tmp_path: Path, capsys, request) -> None:
     assert {m: snapshot(Path(p)) for m, p in models.items()} == models_before
 
 
+@pytest.mark.slow
 def test_a_failure_while_saving_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
     """Disk full (or any OS error) while the model is written: one line, and the half-written folder is gone."""
     from hf_recipes.trainer import RecipeTrainer
@@ -559,6 +561,7 @@ def test_a_failure_while_saving_is_one_line_and_leaves_nothing(tmp_path, capsys,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_one_line_and_keeps_only_what_resumes(tmp_path, capsys, monkeypatch):
     from hf_recipes.trainer import RecipeTrainer
 
@@ -597,6 +600,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 @pytest.mark.parametrize("signals", [("SIGTERM",), ("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT"), ("SIGINT", "SIGTERM")],
                          ids=["kill", "Ctrl-C twice", "kill then Ctrl-C", "Ctrl-C then kill"])
+@pytest.mark.slow
 def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(signals, tmp_path):
     """SIGTERM (a scheduler's kill, `kill PID`) ends a run the way Ctrl-C does; a second one, sent while the process
     ends (after its error line), still ends it with exit code 2, not the shell's 130."""

@@ -76,6 +76,7 @@ def flatten(value, prefix="") -> dict:
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TASK_DATA))
 def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_args, tmp_path):
     one = recipes.get(name).run(**settings(tiny_model_args, name, tmp_path / "one", per_device_batch=8))
@@ -99,6 +100,7 @@ def test_two_processes_match_one_with_the_same_global_batch(name, tiny_model_arg
     assert sorted(p.name for p in two_dir.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
+@pytest.mark.slow
 def test_a_lora_run_launched_by_accelerate_with_the_shipped_config_matches_one_process(tiny_model_args, tmp_path):
     """`accelerate launch` with configs/accelerate/ddp.yaml, DDP over a PeftModel (only the adapters train): the
     same losses and metrics as one process."""
@@ -172,6 +174,7 @@ def test_deepspeed_is_an_extra_to_install():
             assert "pip install 'hf-recipes[deepspeed]'" in path.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lyrics", "instruct"])
 def test_eval_loss_is_the_mean_over_every_token_whatever_the_batch_size(name, tiny_model_args, tmp_path):
     trainer, prepared = recipes.get(name).build_trainer(**settings(tiny_model_args, name, tmp_path, 8))

@@ -171,7 +171,7 @@ def check_hf_recipes(args: list[str], capsys) -> None:
         assert not [word for word in extra if word.startswith("-")], f"unknown flags {extra}"
         assert command == "predict" or not extra, f"unexpected words {extra}"
     else:
-        pytest.fail(f"no check for `hf-recipes {command}`: add one to tests/test_docs.py")
+        pytest.fail(f"no check for `hf-recipes {command}`: add one to tests/end_to_end/test_docs.py")
 
 
 @pytest.mark.parametrize("where, argv", COMMANDS, ids=[where for where, _ in COMMANDS])
@@ -185,7 +185,7 @@ def test_a_documented_command_works_as_written(where, argv, capsys):
     elif argv[:2] == ["pip", "install"]:
         check_pip(argv)
     else:
-        pytest.fail(f"{where}: no check for `{shlex.join(argv)}`: add one to tests/test_docs.py")
+        pytest.fail(f"{where}: no check for `{shlex.join(argv)}`: add one to tests/end_to_end/test_docs.py")
 
 
 def anchors(path: Path) -> set[str]:

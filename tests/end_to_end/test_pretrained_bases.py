@@ -57,6 +57,7 @@ def moved_share(before: dict, model) -> float:
     return changed / total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(BASE_FAMILIES))
 def test_a_bf16_base_trains_with_fp32_master_weights_and_optimizer_state(family, pretrained_bases, tmp_path):
     trainer, prepared = lyrics.build_trainer(**settings(pretrained_bases[family], "lyrics", tmp_path / "run",
@@ -82,6 +83,7 @@ def test_pure_bf16_training_is_asked_for_by_name_and_reported(pretrained_bases, 
     assert moved_share(before, prepared.model) < 0.9
 
 
+@pytest.mark.slow
 def test_report_states_the_precision_of_weights_and_compute(pretrained_bases, tmp_path):
     out = tmp_path / "run"
     lyrics.run(**settings(pretrained_bases["gpt2"], "lyrics", out))
@@ -92,6 +94,7 @@ def test_report_states_the_precision_of_weights_and_compute(pretrained_bases, tm
 
 @pytest.mark.parametrize("generation", [{"no_repeat_ngram_size": 2}, {"repetition_penalty": 1.5},
                                         QWEN_INSTRUCT_GENERATION], ids=["ngram", "penalty", "qwen-sampling"])
+@pytest.mark.slow
 def test_the_bases_decoding_settings_never_reach_greedy_answers(generation, tmp_path):
     base = save_pretrained_base(tmp_path / "base", "gpt2", generation)
     trainer, prepared = instruct.build_trainer(**settings(base, "instruct", tmp_path / "run"))
@@ -135,6 +138,7 @@ CASES = [(family, name, lora) for family in BASE_FAMILIES for name in RECIPES fo
          if family == "gpt2" or name != "instruct-chat"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, name, lora", CASES)
 def test_every_recipe_runs_from_the_base_by_path(family, name, lora, finished):
     out = finished(family, name, lora)
@@ -156,6 +160,7 @@ def test_every_recipe_runs_from_the_base_by_path(family, name, lora, finished):
     assert recipe_file["decoding"] == decoding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, name, lora", [case for case in CASES if case[1] != "sentiment"])
 def test_greedy_answers_equal_the_argmax_loop(family, name, lora, finished):
     out = finished(family, name, lora)
@@ -232,6 +237,7 @@ def test_rows_holding_the_pad_text_are_dropped_and_counted(pretrained_bases, tmp
     assert all(pad not in ids for split in prepared.datasets.values() for ids in split["input_ids"])
 
 
+@pytest.mark.slow
 def test_checks_with_the_starting_model_work_beside_the_classifiers_own_pad_token(pretrained_bases, tmp_path):
     out = tmp_path / "run"
     sentiment.run(**settings(pretrained_bases["gpt2"], "sentiment", out, classification_baselines=True,

@@ -100,6 +100,7 @@ def test_tensorboard_writes_the_logged_losses_under_the_run(tmp_path):
     assert [value for _, value in logged] == pytest.approx([value for _, value in expected], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_trackio_logs_to_its_local_database_only(tmp_path, monkeypatch):
     storage = tmp_path / "trackio"
     monkeypatch.setenv("TRACKIO_DIR", str(storage))
@@ -135,6 +136,7 @@ def test_a_missing_tracker_names_the_extra_to_install(tmp_path, capsys, monkeypa
 # ---- model card ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_card_of_a_from_scratch_run_on_local_files(finished_runs):
     overrides = finished_runs[0]
     output_dir = Path(overrides["output_dir"])

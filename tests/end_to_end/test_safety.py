@@ -28,6 +28,7 @@ def assert_no_secret(files: dict[Path, bytes], captured, caplog) -> None:
         assert secret not in captured.out + captured.err + caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sentiment", "instruct"])
 def test_tokens_never_reach_a_file_or_the_log(name, tiny_model_args, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test
@@ -85,6 +86,7 @@ def test_remote_code_never_runs_unless_asked(tiny_model_args, tmp_path, capsys):
     assert recipes.get("lyrics").parse(**run).model.trust_remote_code is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verb", [["predict", "sentiment", "hello"], ["generate", "--prompt", "hello"]])
 def test_predict_and_generate_never_prompt_for_or_run_custom_code(verb, tmp_path):
     """transformers asks "Do you wish to run the custom code? [y/N]" and runs it on "y"; here nothing asks, and
@@ -109,6 +111,7 @@ def test_predict_and_generate_never_prompt_for_or_run_custom_code(verb, tmp_path
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_no_token_anywhere(tiny_model_args, tmp_path, monkeypatch, capsys, caplog):
     pytest.importorskip("optuna")
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -122,6 +125,7 @@ def test_a_sweep_writes_no_token_anywhere(tiny_model_args, tmp_path, monkeypatch
     assert_no_secret(files, capsys.readouterr(), caplog)
 
 
+@pytest.mark.slow
 def test_a_run_never_writes_over_files_it_did_not_create(tiny_model_args, tmp_path, capsys):
     data = tmp_path / "my-data"
     data.mkdir()

@@ -26,6 +26,7 @@ def test_texts_without_words_still_get_a_tfidf_baseline():
     assert list(predicted) == [1, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("step", "target"), [
     ("classification baselines", "hf_recipes.baselines.tfidf_logistic_regression_predictions"),
     ("task report", "hf_recipes.recipes.sentiment.plot_confusion_matrix"),
@@ -51,6 +52,7 @@ def test_a_step_failing_after_training_is_recorded_and_the_run_finishes(step, ta
         assert "## Steps that failed" in report and error in report
 
 
+@pytest.mark.slow
 def test_a_label_listed_without_train_rows_is_warned_about(tiny_model_args, caplog):
     run = {**tiny_model_args, **SAMPLE_DATA["sentiment"], "max_steps": 1, "labels": ["negative", "neutral", "positive",
                                                                                "sarcastic"]}

@@ -140,6 +140,7 @@ def test_a_plain_run_is_prompted_as_given_by_its_report_generate_the_cli_and_pyt
 
 
 # ---- real records of the Alpaca data, in every format, trained with TRL's option names -----------------------
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("layout, trl_flags", [
     ("prompt-completion", ["--completion_only_loss", "true", "--max_length", "128", "--packing", "false"]),

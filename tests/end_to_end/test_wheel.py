@@ -45,6 +45,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(wheel):
     """Recipes, their YAMLs and demo YAMLs, the samples and tokenizer, metric modules, flag_index.json."""
     names = zipfile.ZipFile(wheel).namelist()
@@ -55,6 +56,7 @@ def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(wheel):
         assert f"{name} = hf_recipes.recipes.{name}:RECIPE" in entry_points
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_runs_every_demo_from_an_empty_folder(wheel, tmp_path):
     venv, empty = tmp_path / "venv", tmp_path / "empty"
     run([sys.executable, "-m", "venv", "--without-pip", venv])

@@ -185,6 +185,7 @@ def test_scores_equal_hand_computation():
     assert rouge_l(["the cat sat", "x"], ["the cat", "y"]) == pytest.approx((0.8 + 0.0) / 2)
 
 
+@pytest.mark.slow
 def test_run_writes_generations_scores_report_and_generates_again(overrides, capsys):
     metrics = instruct.run(**overrides)
     out = Path(overrides["output_dir"])

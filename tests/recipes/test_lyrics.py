@@ -106,6 +106,7 @@ def song_pieces(blocks) -> list[list[int]]:
     return pieces
 
 
+@pytest.mark.slow
 def test_perplexity_counts_only_targets_within_a_song(overrides):
     trainer, prepared = lyrics.build_trainer(**overrides)
     eos, model = prepared.tokenizer.eos_token_id, prepared.model.eval()
@@ -127,6 +128,7 @@ def test_block_size_beyond_the_context_is_an_error(overrides):
         lyrics.build_trainer(**{**overrides, "block_size": 512})
 
 
+@pytest.mark.slow
 def test_run_reports_perplexity_and_generation_reloads_reproducibly(overrides, capsys):
     metrics = lyrics.run(**overrides)
     assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
@@ -220,6 +222,7 @@ def test_with_title_column_each_song_is_its_title_a_blank_line_and_its_lyrics(ov
     assert lyrics.model_prompts(["Song 3 "], "title") == ["Song 3\n\n"] and lyrics.model_prompts(["a"], None) == ["a"]
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_titles_writes_a_song_from_a_title(overrides, titled_songs, capsys):
     overrides = {**overrides, "train_file": str(titled_songs), "title_column": "title", "num_train_epochs": None,
                  "max_steps": 2, "prompts": ["Song 3"]}

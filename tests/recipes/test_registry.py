@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hf_recipes import cli, recipes
 from tests.conftest import cli_args, REPO, SAMPLES
 
@@ -39,6 +41,7 @@ def install_echo_package(folder: Path) -> None:
     (metadata / "entry_points.txt").write_text("[hf_recipes.recipes]\necho = echo_recipes.echo:RECIPE\n")
 
 
+@pytest.mark.slow
 def test_a_recipe_from_another_package_is_listed_and_trains(tmp_path, monkeypatch, capsys, tiny_model_args):
     install_echo_package(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -72,6 +75,7 @@ def test_an_unknown_recipe_gets_a_suggestion(capsys):
         "error: unknown recipe 'lyric' (did you mean 'lyrics'?) (available: sentiment, lyrics, instruct)")
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_finds_its_config_from_any_directory(tmp_path):
     code = ("from hf_recipes.recipes import sentiment\n"
             f"trainer, prepared = sentiment.build_trainer(sentiment.demo_config, output_dir={str(tmp_path / 'run')!r})\n"

@@ -285,6 +285,7 @@ def test_hub_unreachable_fails_fast_with_what_to_do(monkeypatch, capsys):
     assert "--train_file" in err and "make demo" in err
 
 
+@pytest.mark.slow
 @needs_shared
 def test_kaggle_csvs_load_with_the_sentiment_column(tiny_model_args):
     data = SHARED_DATA / "tweet_sentiment"

@@ -1,4 +1,4 @@
-"""A recipe from another package (tests/toy_recipe: summarisation, registered through the entry-point group) trains,
+"""A recipe from another package (tests/recipes/toy_recipe: summarisation, registered through the entry-point group) trains,
 reports, generates and sweeps through the hf-recipes command, with nothing in hf_recipes/ knowing about it."""
 
 import json
@@ -27,7 +27,7 @@ def toy(tmp_path, monkeypatch, tiny_model_args):
     metadata = tmp_path / "toy_recipe-0.1.dist-info"
     metadata.mkdir()
     (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-recipe\nVersion: 0.1\n")
-    (metadata / "entry_points.txt").write_text("[hf_recipes.recipes]\nsummarise = tests.toy_recipe.summarise:RECIPE\n")
+    (metadata / "entry_points.txt").write_text("[hf_recipes.recipes]\nsummarise = tests.recipes.toy_recipe.summarise:RECIPE\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     rows = [(f"The {a} walked to the {p} and stayed there until the sun went down.", f"{a} at the {p}")
             for a in ANIMALS for p in PLACES]
@@ -71,6 +71,7 @@ def test_a_recipe_from_another_package_trains_reports_and_generates(toy, capsys)
     assert "predict is for classification recipes; use `hf-recipes generate` for summarise" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_recipe_from_another_package_sweeps(toy, capsys):
     pytest.importorskip("optuna")
     found = {}
