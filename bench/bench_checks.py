@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from hf_recipes import recipes
+from hf_recipes import recipes, run
 from hf_recipes import baselines
 from hf_recipes.forgetting import text_perplexity
 
@@ -40,7 +40,7 @@ def leakage(name: str, output_dir: str):
     start = time.perf_counter()
     raw = recipe.load_data(args)
     loaded = time.perf_counter()
-    found = recipe.screen_splits(raw, args)
+    found = run.screen(recipe, raw, args)
     screened = time.perf_counter()
     overlaps = ", ".join(f"{split} {o.exact} exact / {o.normalized} normalised of {o.rows}"
                          for split, o in found.overlaps.items())

@@ -160,8 +160,8 @@ def sentiment_baselines(recipe, prepared, args) -> None:
 
     split = "test" if "test" in prepared.datasets else "validation"
     logits = np.random.default_rng(0).normal(size=(len(prepared.datasets[split]), len(prepared.label_names)))
-    run = RunState(recipe, args, None, prepared, scored=PredictionOutput(logits, None, {}))
-    ClassificationBaselines().after_training(run)
+    state = RunState(recipe, args, None, prepared, scored=PredictionOutput(logits, None, {}))
+    ClassificationBaselines().after_training(state)
 
 
 def measure_streaming(spec: dict) -> dict:
@@ -186,7 +186,7 @@ def measure_streaming(spec: dict) -> dict:
 def measure(spec: dict) -> dict:
     if spec.get("streaming"):
         return measure_streaming(spec)
-    from hf_recipes import recipes
+    from hf_recipes import recipes, run
     from hf_recipes.forgetting import text_perplexity
 
     name, results = spec["recipe"], {}
@@ -196,10 +196,10 @@ def measure(spec: dict) -> dict:
     raw = timed(results, "load", recipe.load_data, args)
     rows = {split: len(dataset) for split, dataset in raw.items()}
     checks = {}
-    leakage = timed(checks, "leakage screen", recipe.screen_splits, raw, args)
+    leakage = timed(checks, "leakage screen", run.screen, recipe, raw, args)
     prepared = timed(results, "tokenize", recipe.prepare, args, raw)
     prepared.leakage = leakage
-    timed(checks, "targets", recipe.check_prepared, prepared, args)
+    timed(checks, "targets", run.check_prepared, recipe, prepared, args)
     if name == "sentiment":
         timed(checks, "baselines", sentiment_baselines, recipe, prepared, args)
     if name == "lyrics":

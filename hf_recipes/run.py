@@ -104,8 +104,7 @@ def build_trainer(recipe, args: RecipeArgs) -> tuple[RecipeTrainer, Prepared]:
         prepared.model = adapters.add_adapter(prepared.model, args, recipe.kind.lora_task_type)
         prepared.facts.update(adapters.facts(prepared.model, args.peft))
     prepared.leakage, prepared.forgetting_text = leakage, forgetting_text
-    check_targets(prepared.datasets, recipe.no_targets_hint(args), recipe.kind.holds_target)
-    recipe.kind.check_prepared(prepared, args)
+    check_prepared(recipe, prepared, args)
     if extra_metrics:
         check_metrics(extra_metrics, *recipe.metric_example(prepared, args), recipe.metric_inputs)
     prepared.resume_from = checkpoint_to_resume(args)
@@ -179,6 +178,12 @@ def screen(recipe, raw: DatasetDict, args: RecipeArgs) -> Leakage | None:
         return None
     texts = {split: recipe.leakage_texts(dataset, args) for split, dataset in leakage_sample(raw).items()}
     return screen_splits(raw, texts, recipe.leakage_unit, args.checks.dedupe_splits)
+
+
+def check_prepared(recipe, prepared: Prepared, args: RecipeArgs) -> None:
+    """The prepared splits can teach and be scored: targets in train and validation, and the kind's own checks."""
+    check_targets(prepared.datasets, recipe.no_targets_hint(args), recipe.kind.holds_target)
+    recipe.kind.check_prepared(prepared, args)
 
 
 def checkpoint_to_resume(args: RecipeArgs) -> str | None:
