@@ -314,6 +314,7 @@ def main() -> None:
     require_data()
     for size in opts.sizes:
         parse_size(size)
+    failed = []
     for recipe in SIZES if opts.recipe == "all" else (opts.recipe,):
         kind = "bytes" if recipe == "lyrics" else "rows"
         sizes = sorted((s for s in opts.sizes if parse_size(s)[0] == kind), key=lambda s: parse_size(s)[1])
@@ -322,10 +323,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results = [run_size(recipe, size, Path(tmp), opts, train=not opts.no_train and size == sizes[0])
                        for size in sizes]
+        failed += [f"{recipe} {size}" for size, result in zip(sizes, results) if result is None]
         if opts.streaming:
             print_streaming(recipe, [r for r in results if r])
         else:
             print_table(recipe, [r for r in results if r])
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
