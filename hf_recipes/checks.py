@@ -150,10 +150,10 @@ LEAKAGE_STREAM_ROWS = 10_000  # rows of a streamed train split the leakage scree
 
 def leakage_sample(raw) -> dict:
     """The splits as the leakage screen reads them: a streamed train split's first ``LEAKAGE_STREAM_ROWS`` rows."""
-    from datasets import Dataset, IterableDataset
+    from hf_recipes.data import head, rows_of
 
-    if isinstance(raw["train"], IterableDataset):
-        return {**raw, "train": Dataset.from_list(list(raw["train"].take(LEAKAGE_STREAM_ROWS)))}
+    if rows_of(raw["train"]) is None:
+        return {**raw, "train": head(raw["train"], LEAKAGE_STREAM_ROWS)}
     return raw
 
 

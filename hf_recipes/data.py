@@ -79,10 +79,6 @@ def iter_values(dataset: Dataset, column: str, batch_rows: int = CHECK_BATCH_ROW
         yield from decoded(dataset, column, batch.column(0).to_pylist())
 
 
-def whole_number_or_text(value) -> bool:
-    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-
-
 def has_text(texts: pa.ChunkedArray) -> pa.ChunkedArray:
     """Per row: the text is there and not blank (the rows drop_empty keeps)."""
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):

@@ -178,6 +178,15 @@ def write_report(run, report: Report, metrics_by_split: dict[str, dict[str, floa
     logger.info("Report written to %s", path)
 
 
+def split_rows(datasets, split: str) -> str:
+    from hf_recipes.data import rows_of  # datasets: not imported by the report helpers `compare` uses
+
+    if split not in datasets:
+        return "-"
+    rows = rows_of(datasets[split])
+    return "streamed" if rows is None else str(rows)
+
+
 def run_summary(run, train_metrics: dict) -> str:
     from hf_recipes.model import describe_weights  # torch: not imported by the report helpers `compare` uses
 
@@ -188,8 +197,7 @@ def run_summary(run, train_metrics: dict) -> str:
     lines = [
         f"- model: `{model}` ({prepared.model.num_parameters() / 1e6:.1f}M parameters)",
         f"- data: `{data}`; {run.recipe.row_unit(args)} train/validation/test: " + " / ".join(
-            str(len(prepared.datasets[s])) if hasattr(prepared.datasets.get(s), "__len__") else
-            "streamed" if s in prepared.datasets else "-" for s in ("train", "validation", "test")),
+            split_rows(prepared.datasets, s) for s in ("train", "validation", "test")),
         f"- precision: weights {describe_weights(prepared.model)}; compute "
         f"{'bf16 autocast' if training.bf16 else 'fp16 autocast' if training.fp16 else 'as the weights'}; "
         f"batch {training.per_device_train_batch_size} x accumulation {training.gradient_accumulation_steps}"

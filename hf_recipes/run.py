@@ -205,8 +205,9 @@ def train(trainer: RecipeTrainer, prepared: Prepared, state: RunState) -> dict[s
     resumed_at = run_folder.checkpoint_step(prepared.resume_from) if prepared.resume_from else None
     train_result = trainer.train(resume_from_checkpoint=prepared.resume_from)
     state.training_log = list(trainer.state.log_history)  # the curves as trained, before any final evaluation
-    metrics = {**train_result.metrics, "train_samples": rows_of(prepared.datasets["train"])}
-    metrics = {key: value for key, value in metrics.items() if value is not None}  # streamed: rows unknown
+    metrics, train_rows = dict(train_result.metrics), rows_of(prepared.datasets["train"])
+    if train_rows is not None:  # a streamed train split has no row count
+        metrics["train_samples"] = train_rows
     if resumed_at is not None:
         metrics.update(train_loss_of_resumed_run(trainer.state.log_history, resumed_at, trainer.state.global_step,
                                                  metrics["train_loss"]))

@@ -26,8 +26,7 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_recipes.collators import PaddingCollator
 from hf_recipes.config import RecipeArgs
-from hf_recipes.data import (arrow_column, decoded, drop_empty, drop_rows, has_text, load_splits, map_splits,
-                             whole_number_or_text)
+from hf_recipes.data import arrow_column, decoded, drop_empty, drop_rows, has_text, load_splits, map_splits
 from hf_recipes.errors import RecipeError
 from hf_recipes.metrics import classification_metrics, load_metrics
 from hf_recipes.model import give_distinct_pad_token, load_model, load_tokenizer, max_length
@@ -147,6 +146,10 @@ def spelling_names(value_counts: Counter, key) -> list[str]:
     return list(best.values())
 
 
+def name_or_whole_number(label) -> bool:
+    return label is None or isinstance(label, str) or (isinstance(label, int) and not isinstance(label, bool))
+
+
 def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | None = None,
                        text_column: str | None = None) -> None:
     """Labels are names or whole numbers; anything else (a float, a list, a mapping) is named with its row (of
@@ -160,7 +163,7 @@ def check_label_values(raw: DatasetDict, column: str, sources: dict[str, str] | 
             continue
         labelled = labelled_rows(dataset, column, text_column)
         values = decoded(dataset, column, labelled["label"].to_pylist())
-        wrong = next((i for i, value in enumerate(values) if not whole_number_or_text(value)), None)
+        wrong = next((i for i, value in enumerate(values) if not name_or_whole_number(value)), None)
         if wrong is not None:
             row, value = labelled["row"][wrong].as_py(), values[wrong]
             where = f" ({sources[split]})" if sources else ""
