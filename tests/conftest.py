@@ -9,17 +9,18 @@ import sys
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
-import torch
-import torch.nn.functional as F
-
-from hf_recipes.chat import IM_END, IM_START
-
+# Before anything imports huggingface_hub, which reads them once, at import
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hf_recipes.chat import IM_END, IM_START  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = files("hf_recipes") / "samples"
