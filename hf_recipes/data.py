@@ -7,6 +7,7 @@ import contextlib
 import csv
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
@@ -362,7 +363,40 @@ def carve_splits(
 def random_split(train: Dataset, size: float | int, seed: int) -> tuple[Dataset, Dataset]:
     """Shuffle with ``seed`` and carve ``size`` rows (an int) or that share of them (a float)."""
     parts = train.train_test_split(test_size=size, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
+    return flattened(parts["train"]), flattened(parts["test"])
+
+
+FLATTEN_ROWS = 100_000  # rows taken and written at a time
+
+
+def flattened(dataset: Dataset) -> Dataset:
+    """``dataset`` as a table of its own rows, in order, without the indices mapping that select, filter and
+    train_test_split leave: datasets reads every later pass through such a mapping one row at a time (18 s of a 1M-row
+    tokenizing pass; its own flatten_indices takes 10 s), Arrow's take writes the rows in 0.3 s. The table is written
+    beside the dataset's cache files (named by its fingerprint, so a rerun finds it) and memory-mapped; a dataset held
+    in memory stays there."""
+    mapping = dataset._indices  # noqa: SLF001 - datasets keeps the mapping private; None when there is none
+    if mapping is None:
+        return dataset
+    rows, source = mapping.column(0), dataset.data.table
+    if not dataset.cache_files:
+        return Dataset(source.take(rows), info=dataset.info, split=dataset.split)
+    path = Path(dataset.cache_files[0]["filename"]).parent / f"rows-{dataset._fingerprint}.arrow"  # noqa: SLF001
+    if not path.exists():
+        # A name of this process's own, renamed when whole: an interrupted run leaves no half table under the
+        # real name, and the processes of a distributed run may write theirs side by side
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, source.schema) as writer:
+                for start in range(0, len(rows), FLATTEN_ROWS):
+                    writer.write_table(source.take(rows.slice(start, FLATTEN_ROWS)))
+            partial.replace(path)
+        except OSError as error:  # a cache folder that cannot be written (read-only, full): read through the mapping
+            logger.debug("Kept the indices mapping of %s: %s", dataset.split, error)
+            return dataset
+        finally:
+            partial.unlink(missing_ok=True)
+    return Dataset.from_file(str(path), info=dataset.info, split=dataset.split)
 
 
 def drop_empty(raw: DatasetDict, column: str) -> dict[str, int]:
@@ -381,13 +415,13 @@ def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], Any], what: s
         if whole_column:
             kept = np.flatnonzero(np.asarray(keep(arrow_column(raw[split], column))))
             if len(kept) < before:
-                raw[split] = raw[split].select(kept)
+                raw[split] = flattened(raw[split].select(kept))
         else:
-            raw[split] = raw[split].filter(
+            raw[split] = flattened(raw[split].filter(
                 lambda batch: [keep(value) for value in batch[column]],
                 batched=True,
                 desc=f"Dropping rows {what} ({split})",
-            )
+            ))
         dropped[split] = before - len(raw[split])
         if dropped[split]:
             logger.warning("Dropped %d %s rows %s", dropped[split], split, what)

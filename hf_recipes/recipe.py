@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from datasets import DatasetDict
 from transformers.trainer_utils import PredictionOutput
@@ -17,7 +17,7 @@ from transformers.trainer_utils import PredictionOutput
 from hf_recipes import run as run_lifecycle
 from hf_recipes.checks import Check
 from hf_recipes.config import RecipeArgs, parse_recipe_args
-from hf_recipes.data import column_values
+from hf_recipes.data import iter_values
 from hf_recipes.model_card import CardExample
 from hf_recipes.prompts import PromptFormat
 from hf_recipes.report import Report
@@ -57,9 +57,9 @@ class Recipe:
         metric on before training."""
         raise NotImplementedError
 
-    def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
-        """The text that identifies each row when looking for duplicates across splits."""
-        return [text or "" for text in column_values(dataset, args.data.text_column)]
+    def leakage_texts(self, dataset, args: RecipeArgs) -> Iterable[str]:
+        """The text that identifies each row when looking for duplicates across splits, row by row."""
+        return (text or "" for text in iter_values(dataset, args.data.text_column))
 
     def before_training(self, trainer: RecipeTrainer, prepared: Prepared, args: RecipeArgs, report: Report) -> None:
         """Measure the starting model (e.g. perplexity, generations) for the report."""

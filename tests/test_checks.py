@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from hf_recipes import baselines
-from hf_recipes.checks import Baseline, find_leakage, fit_verdict, normalize_text, train_rows_to_keep
+from hf_recipes.checks import Baseline, find_leakage, fit_verdict, normalize_text
 from hf_recipes.report import metrics_table
 from hf_recipes.forgetting import backbone_with_head, text_perplexity
 from hf_recipes.recipes import instruct, lyrics, sentiment
@@ -37,7 +37,7 @@ def test_normalize_text_ignores_case_and_whitespace_only():
 
 
 def test_leakage_counts_on_a_crafted_split():
-    leakage = find_leakage(SPLITS, "text")
+    leakage, _ = find_leakage(SPLITS, "text")
     test, validation = leakage.overlaps["test"], leakage.overlaps["validation"]
     assert (test.rows, test.exact, test.normalized, test.train_rows) == (4, 1, 2, 2)
     assert (validation.rows, validation.exact, validation.normalized, validation.train_rows) == (2, 1, 1, 3)
@@ -48,7 +48,35 @@ def test_leakage_counts_on_a_crafted_split():
 
 
 def test_dedupe_keeps_only_train_rows_unseen_in_validation_and_test():
-    assert [SPLITS["train"][i] for i in train_rows_to_keep(SPLITS)] == ["only in train"]
+    _, keep = find_leakage(SPLITS, "text")
+    assert [SPLITS["train"][i] for i in keep] == ["only in train"]
+
+
+def test_leakage_reads_each_split_once_batch_by_batch_and_agrees_with_counting_texts():
+    """Splits given as one-pass iterators, read in batches of 3 rows: the same counts as comparing the texts
+    themselves with Counters, and blank rows kept by dedupe but never matched."""
+    rng = np.random.default_rng(0)
+    words = ["a", "B", "c", "a ", " ", ""]
+    splits = {name: [" ".join(rng.choice(words, size=2)) for _ in range(rows)]
+              for name, rows in (("train", 40), ("validation", 9), ("test", 11))}
+    leakage, keep = find_leakage({name: iter(texts) for name, texts in splits.items()}, "text", examples=2,
+                                 batch_rows=3)
+    train = [t for t in splits["train"] if t.strip()]
+    train_normal = Counter(normalize_text(t) for t in train)
+    assert leakage.train_rows == 40
+    assert leakage.train_exact_repeats == len(train) - len(set(train))
+    assert leakage.train_normalized_repeats == len(train) - len(train_normal)
+    for name in ("validation", "test"):
+        texts = [t for t in splits[name] if t.strip()]
+        matched = [t for t in texts if normalize_text(t) in train_normal]
+        normal = {normalize_text(t) for t in texts}
+        overlap = leakage.overlaps[name]
+        assert (overlap.rows, overlap.exact, overlap.normalized, overlap.train_rows) == (
+            len(splits[name]), sum(t in set(train) for t in texts), len(matched),
+            sum(c for t, c in train_normal.items() if t in normal))
+        assert overlap.examples == list(dict.fromkeys(matched))[:2]
+    held_out = {normalize_text(t) for name in ("validation", "test") for t in splits[name] if t.strip()}
+    assert list(keep) == [i for i, t in enumerate(splits["train"]) if normalize_text(t) not in held_out]
 
 
 def write_csv(path, texts_and_labels):

@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from datasets import Dataset, load_dataset
 
 from hf_recipes.config import DataArguments, ModelArguments
-from hf_recipes.data import drop_empty, load_splits
+from hf_recipes.data import drop_empty, flattened, load_splits
 from hf_recipes.errors import RecipeError
 
 ROWS = [{"text": f"tweet number {i}", "label": ["pos", "neg"][i % 2]} for i in range(40)]
@@ -57,6 +59,49 @@ def test_validation_is_carved_reproducibly_and_disjoint(tmp_path):
     assert list(first["validation"]["text"]) == list(second["validation"]["text"])
     assert not set(list(first["validation"]["text"])) & set(list(first["train"]["text"]))
     assert len(first["validation"]) == 2  # 5% of 40
+
+
+def test_carving_keeps_datasets_seeded_split_in_tables_of_their_own(tmp_path):
+    """The rows, and their order, of datasets' train_test_split with the run's seed (runs stay reproducible), each
+    split memory-mapped from a file of its own: no indices mapping for every later pass to read row by row. A second
+    load finds the files written by the first."""
+    train = write(tmp_path / "train.csv")
+    splits = load(train_file=str(train), validation_split_percentage=25)
+    expected = load_dataset("csv", data_files=str(train))["train"].train_test_split(test_size=0.25, seed=0)
+    assert list(splits["train"]["text"]) == list(expected["train"]["text"])
+    assert list(splits["validation"]["text"]) == list(expected["test"]["text"])
+    files = {}
+    for split, dataset in splits.items():
+        assert dataset._indices is None
+        [files[split]] = [Path(f["filename"]) for f in dataset.cache_files]
+        assert files[split].name.startswith("rows-") and files[split].stat().st_size > 0
+    written = {split: path.stat().st_mtime_ns for split, path in files.items()}
+    again = load(train_file=str(train), validation_split_percentage=25)
+    assert {split: Path(again[split].cache_files[0]["filename"]) for split in again} == files
+    assert {split: path.stat().st_mtime_ns for split, path in files.items()} == written
+    assert not list(files["train"].parent.glob("*.partial"))
+
+
+def test_a_cache_folder_that_cannot_be_written_keeps_the_mapping_and_leaves_nothing(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    def full_disk(path, mode):
+        Path(path).write_bytes(b"half a table")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pa, "OSFile", full_disk)
+    train = write(tmp_path / "train.csv")
+    splits = load(train_file=str(train), validation_split_percentage=25)
+    expected = load_dataset("csv", data_files=str(train))["train"].train_test_split(test_size=0.25, seed=0)
+    assert list(splits["train"]["text"]) == list(expected["train"]["text"]) and splits["train"]._indices is not None
+    folder = Path(splits["train"].cache_files[0]["filename"]).parent
+    assert not list(folder.glob("rows-*"))
+
+
+def test_a_selection_held_in_memory_is_flattened_in_memory():
+    picked = flattened(Dataset.from_dict({"text": list("abcde"), "n": list(range(5))}).select([3, 0, 4]))
+    assert picked._indices is None and not picked.cache_files
+    assert picked.to_dict() == {"text": ["d", "a", "e"], "n": [3, 0, 4]}
 
 
 def test_given_validation_file_is_used_as_is(tmp_path):
@@ -128,7 +173,7 @@ def test_empty_texts_are_dropped_and_counted(tmp_path):
     splits = load(train_file=str(write(tmp_path / "t.jsonl", rows)), validation_file=str(write(tmp_path / "v.jsonl")))
     dropped = drop_empty(splits, "text")
     assert dropped == {"train": 3, "validation": 0}
-    assert len(splits["train"]) == 10
+    assert list(splits["train"]["text"]) == [r["text"] for r in ROWS[:10]] and splits["train"]._indices is None
 
 
 def test_all_texts_empty_is_an_error(tmp_path):

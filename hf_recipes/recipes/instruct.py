@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from accelerate.utils import gather_object
 from datasets import DatasetDict, IterableDataset, Value
@@ -29,8 +29,8 @@ from hf_recipes.chat import (answered, chat_examples, from_sharegpt, generation_
                              transcript, use_chat_template)
 from hf_recipes.collators import LabelPaddingCollator
 from hf_recipes.config import RecipeArgs, check_template
-from hf_recipes.data import (STREAMED_CHECK_ROWS, as_batch, check_columns, column_values, count_true, drop_empty,
-                             drop_rows, head, load_splits, load_streaming, map_splits, message_problem)
+from hf_recipes.data import (CHECK_BATCH_ROWS, STREAMED_CHECK_ROWS, as_batch, check_columns, count_true, drop_empty,
+                             drop_rows, head, iter_values, load_splits, load_streaming, map_splits, message_problem)
 from hf_recipes.errors import RecipeError
 from hf_recipes.generation import AnswerArguments, generate as generate_text, load_causal_lm, settings_of_run
 from hf_recipes.metrics import RUN_KEYS, exact_match, extra_scores, load_metrics, rouge_l
@@ -330,15 +330,15 @@ class InstructRecipe(Recipe):
                            test_split_percentage=args.task.test_split_percentage)
 
 
-    def leakage_texts(self, dataset, args: RecipeArgs) -> list[str]:
+    def leakage_texts(self, dataset, args: RecipeArgs) -> Iterable[str]:
         task = args.task
         if task.prompt_format == "chat":  # the user turns
-            return ["\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
-                    for messages in conversations(dataset, task)]
+            return ("\n\n".join(m["content"] for m in messages if m["role"] == "user").strip()
+                    for batch in dataset.iter(batch_size=CHECK_BATCH_ROWS) for messages in conversations(batch, task))
         if task.prompt_format == "plain":
-            return [prompt or "" for prompt in column_values(dataset, task.prompt_column)]
-        return [f"{instruction}\n\n{input or ''}".strip() for instruction, input in
-                zip(column_values(dataset, task.instruction_column), column_values(dataset, task.input_column))]
+            return (prompt or "" for prompt in iter_values(dataset, task.prompt_column))
+        return (f"{instruction}\n\n{input or ''}".strip() for instruction, input in
+                zip(iter_values(dataset, task.instruction_column), iter_values(dataset, task.input_column)))
 
     def prepare(self, args: RecipeArgs, raw: DatasetDict) -> Prepared:
         task = args.task
