@@ -9,7 +9,9 @@ One tiny GPT-2 (2 layers x 128, the real GPT-2 tokenizer) is saved once to a tem
 loads it from there, trains --steps optimizer steps of --batch_size rows at most --max_length tokens, fp32 (bf16
 and fp16 off everywhere: this CPU may have AMX and TRL defaults to bf16), one process, the same learning rate,
 linear schedule without warm-up, weight decay 0 and gradient clipping 1.0. Each runs in its own subprocess, one
-after the other, so its peak RSS is its own. The first step (warm-up) is not timed.
+after the other, so its peak RSS is its own. The first step (warm-up) is not timed. Each trained model is then
+scored on the same held-out records with one loss for all (held_out_loss), whatever its training loss covered;
+--seeds 1 2 3 repeats every contender per seed (data order, dropout, a classifier's new head) and prints the means.
 
 Contenders (what each does with the data is its own default; the table says what its loss covers):
   recipe         hf_recipes' Python API: recipes.<name>.build_trainer(...) then trainer.train()
@@ -43,14 +45,19 @@ CONTENDERS = ("recipe", "example", "trl", "trl-packed", "trl-no-ckpt")
 TINY = dict(n_layer=2, n_embd=128, n_head=2, n_positions=1024)
 LEARNING_RATE = 5e-4
 SEED = 42
+SENTIMENTS = ("negative", "neutral", "positive")  # the Kaggle tweets' labels
 ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
           "\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:\n")
 
 
 # ---- the shared inputs: one data file per recipe, one saved model ------------------------------------------------
+def held_out_rows(records: int) -> int:
+    return max(100, records // 4)
+
+
 def write_inputs(folder: Path, recipe: str, records: int) -> dict:
     """The first ``records`` rows of the real data as train, the next few as validation, in the recipe's format."""
-    held_out = max(8, records // 20)
+    held_out = held_out_rows(records)
     if recipe == "sentiment":
         with open(DATA / "tweet_sentiment" / "train.csv", newline="", encoding="utf-8") as handle:
             rows = [r for r in csv.DictReader(handle) if r["text"].strip()][: records + held_out]
@@ -106,7 +113,7 @@ def shared_arguments(spec: dict) -> dict:
     """TrainingArguments every contender gets: the same optimisation, fp32, no evaluation or saving."""
     return dict(output_dir=spec["output_dir"], max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
                 gradient_accumulation_steps=1, learning_rate=LEARNING_RATE, lr_scheduler_type="linear",
-                warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=SEED, bf16=False, fp16=False,
+                warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, seed=spec["seed"], bf16=False, fp16=False,
                 logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True)
 
 
@@ -128,6 +135,7 @@ def recipe_trainer(spec: dict):
         overrides.update(block_size=spec["max_length"])
     else:
         overrides.update(max_seq_length=spec["max_length"])
+    overrides.update(spec.get("recipe_overrides", {}))
     trainer, _ = recipes.get(name).build_trainer(None, **overrides)
     return trainer, {"sentiment": "cross-entropy on the label (last real token pooled)",
                      "lyrics": "every token of packed blocks, songs kept apart",
@@ -149,7 +157,8 @@ def example_trainer(spec: dict):
     raw = load_dataset(builder, data_files={"train": spec["files"]["train"]})["train"]
     if name == "sentiment":
         labels = sorted(set(raw["sentiment"]))
-        model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=len(labels))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec["model"], num_labels=len(labels), label2id={label: i for i, label in enumerate(labels)})
         model.config.pad_token_id = tokenizer.pad_token_id
 
         def tokenize(batch):  # run_classification.py: pad_to_max_length defaults to True
@@ -235,38 +244,97 @@ def run_one(spec: dict) -> dict:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     timed_tokens = sum(counted.tokens[1:steps])
     seconds = (clock.ends[-1] - clock.ends[0]) / (steps - 1)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before scoring the held-out records
     return {"contender": contender, "steps": steps, "s_per_step": seconds,
             "tokens_per_s": timed_tokens / (clock.ends[-1] - clock.ends[0]),
-            "tokens_per_step": timed_tokens / (steps - 1), "build_s": built - started,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "final_loss": sum(losses[-5:]) / len(losses[-5:]), "loss_on": loss_on}
+            "tokens_per_step": timed_tokens / (steps - 1), "build_s": built - started, "peak_rss_mib": peak_rss,
+            "final_loss": sum(losses[-5:]) / len(losses[-5:]), "loss_on": loss_on,
+            "held_out_loss": held_out_loss(spec, trainer.model)}
+
+
+def held_out_loss(spec: dict, model) -> float:
+    """One loss for every contender, on the validation records none trained on, whatever its training loss covered:
+    instruct the response + EOS after the Alpaca prompt, lyrics every token of each song + EOS, both averaged over
+    the tokens scored (the first --max_length of each record); sentiment the cross-entropy over the three classes,
+    averaged over the tweets (a classifier's head on the tweet's tokens; TRL's causal LM: its next-token scores of
+    the three label words after the prompt it trained on)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    name, limit = spec["recipe"], spec["max_length"]
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    path = spec["files"]["validation"]
+    with open(path, newline="", encoding="utf-8") as handle:
+        records = list(csv.DictReader(handle)) if name == "sentiment" else [json.loads(line) for line in handle]
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for record in records:
+            if name == "sentiment" and spec["contender"].startswith("trl"):
+                ids = tokenizer(f"Tweet: {record['text']}\nSentiment:")["input_ids"][-limit:]
+                first = [tokenizer(f" {word}")["input_ids"][0] for word in SENTIMENTS]
+                scores = model(input_ids=torch.tensor([ids])).logits[0, -1, first]
+                total -= torch.log_softmax(scores, -1)[SENTIMENTS.index(record["sentiment"])].item()
+                count += 1
+            elif name == "sentiment":
+                ids = tokenizer(record["text"], truncation=True, max_length=limit)["input_ids"]
+                scores = model(input_ids=torch.tensor([ids])).logits[0]
+                total -= torch.log_softmax(scores, -1)[model.config.label2id[record["sentiment"]]].item()
+                count += 1
+            else:
+                if name == "lyrics":
+                    context, target = [], tokenizer(record["text"])["input_ids"] + [tokenizer.eos_token_id]
+                else:
+                    context = tokenizer(alpaca_prompt(record))["input_ids"]
+                    target = tokenizer(record["output"])["input_ids"] + [tokenizer.eos_token_id]
+                ids = (context + target)[:limit]
+                scored = len(ids) - max(len(context), 1)  # next-token predictions of target tokens
+                if scored <= 0:
+                    continue
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -scored - 1:-1].float()
+                total += torch.nn.functional.cross_entropy(logits, torch.tensor(ids[-scored:]), reduction="sum").item()
+                count += scored
+    return total / count
 
 
 def compare(recipe: str, opts, folder: Path, model: str) -> None:
     files = write_inputs(folder, recipe, opts.records)
-    results = []
-    for contender in opts.contenders:
-        spec = {"recipe": recipe, "contender": contender, "model": model, "files": files, "steps": opts.steps,
-                "batch_size": opts.batch_size, "max_length": opts.max_length,
-                "output_dir": str(folder / f"run-{recipe}-{contender}")}
-        done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True,
-                              cwd=REPO)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            tail = "\n".join(done.stderr.strip().splitlines()[-3:])
-            print(f"[{recipe}] {contender} failed (exit {done.returncode}):\n{tail}")
-            continue
-        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
+    runs = {}  # contender -> its results, one per seed
+    for seed in opts.seeds:
+        for contender in opts.contenders:
+            spec = {"recipe": recipe, "contender": contender, "model": model, "files": files, "steps": opts.steps,
+                    "batch_size": opts.batch_size, "max_length": opts.max_length, "seed": seed,
+                    "recipe_overrides": dict(item.split("=", 1) for item in opts.recipe_overrides),
+                    "output_dir": str(folder / f"run-{recipe}-{contender}-{seed}")}
+            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True,
+                                  text=True, cwd=REPO)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+            if done.returncode or not lines:
+                tail = "\n".join(done.stderr.strip().splitlines()[-3:])
+                print(f"[{recipe}] {contender} (seed {seed}) failed (exit {done.returncode}):\n{tail}")
+                continue
+            runs.setdefault(contender, []).append(json.loads(lines[-1].removeprefix("RESULT ")))
+    seeds = ", ".join(map(str, opts.seeds))
     print(f"\n{recipe}: {opts.records} train records, {opts.steps} steps of batch {opts.batch_size}, max length "
-          f"{opts.max_length}, fp32, lr {LEARNING_RATE:g} linear; s/step and tokens/s exclude step 1")
+          f"{opts.max_length}, fp32, lr {LEARNING_RATE:g} linear, seed {seeds} (figures: their mean); s/step and "
+          "tokens/s exclude step 1" + (f"; recipe with {' '.join(opts.recipe_overrides)}" if opts.recipe_overrides
+                                       else ""))
     print(f"machine: {machine_line()}")
     print(f"{'contender':<13}{'s/step':>9}{'real tok/s':>12}{'tok/step':>10}{'build s':>9}{'peak RSS MiB':>14}"
-          f"{'final loss':>12}  loss on")
-    base = next((r for r in results if r["contender"] == "recipe"), None)
-    for r in results:
+          f"{'final loss':>12}{'held-out':>10}  loss on")
+    mean = {contender: {key: sum(r[key] for r in rs) / len(rs) for key in rs[0] if isinstance(rs[0][key], float)}
+            for contender, rs in runs.items()}
+    base = mean.get("recipe")
+    for contender, r in mean.items():
         ratio = f" ({r['s_per_step'] / base['s_per_step']:.2f}x recipe)" if base and r is not base else ""
-        print(f"{r['contender']:<13}{r['s_per_step']:>9.4f}{r['tokens_per_s']:>12.0f}{r['tokens_per_step']:>10.0f}"
-              f"{r['build_s']:>9.1f}{r['peak_rss_mib']:>14.0f}{r['final_loss']:>12.4f}  {r['loss_on']}{ratio}")
+        print(f"{contender:<13}{r['s_per_step']:>9.4f}{r['tokens_per_s']:>12.0f}{r['tokens_per_step']:>10.0f}"
+              f"{r['build_s']:>9.1f}{r['peak_rss_mib']:>14.0f}{r['final_loss']:>12.4f}{r['held_out_loss']:>10.4f}"
+              f"  {runs[contender][0]['loss_on']}{ratio}")
+    print(f"held-out: the same loss for every contender on the {held_out_rows(opts.records)} validation records "
+          "(see held_out_loss)")
+    if len(opts.seeds) > 1:
+        for contender, rs in runs.items():
+            print(f"  {contender}: held-out per seed " + ", ".join(f"{r['held_out_loss']:.4f}" for r in rs))
 
 
 def main() -> None:
@@ -277,7 +345,12 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--max_length", type=int, default=256,
                         help="max tokens per row (lyrics: the block size of packed / grouped blocks)")
-    parser.add_argument("--records", type=int, default=400, help="train records taken from the real data")
+    parser.add_argument("--records", type=int, default=400,
+                        help="train records taken from the real data (the next quarter of that, at least 100, held out)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[SEED],
+                        help="run every contender once per seed (data order, dropout, new heads) and print the means")
+    parser.add_argument("--recipe_overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="settings of the recipe contender only, e.g. train_sampling_strategy=random")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a single contender, in a subprocess
     opts = parser.parse_args()
     if opts.one:
