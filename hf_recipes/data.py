@@ -375,13 +375,15 @@ def flattened(dataset: Dataset) -> Dataset:
     tokenizing pass; its own flatten_indices takes 10 s), Arrow's take writes the rows in 0.3 s. The table is written
     beside the dataset's cache files (named by its fingerprint, so a rerun finds it) and memory-mapped; a dataset held
     in memory stays there."""
-    mapping = dataset._indices  # noqa: SLF001 - datasets keeps the mapping private; None when there is none
-    if mapping is None:
+    # datasets keeps the mapping and the fingerprint private (no mapping: None); a release without them is left to
+    # read its splits its own way
+    mapping, fingerprint = getattr(dataset, "_indices", None), getattr(dataset, "_fingerprint", None)
+    if mapping is None or fingerprint is None:
         return dataset
     rows, source = mapping.column(0), dataset.data.table
     if not dataset.cache_files:
         return Dataset(source.take(rows), info=dataset.info, split=dataset.split)
-    path = Path(dataset.cache_files[0]["filename"]).parent / f"rows-{dataset._fingerprint}.arrow"  # noqa: SLF001
+    path = Path(dataset.cache_files[0]["filename"]).parent / f"rows-{fingerprint}.arrow"
     if not path.exists():
         # A name of this process's own, renamed when whole: an interrupted run leaves no half table under the
         # real name, and the processes of a distributed run may write theirs side by side

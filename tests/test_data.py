@@ -104,6 +104,12 @@ def test_a_selection_held_in_memory_is_flattened_in_memory():
     assert picked.to_dict() == {"text": ["d", "a", "e"], "n": [3, 0, 4]}
 
 
+def test_a_datasets_release_without_the_private_fingerprint_keeps_its_own_split():
+    selection = Dataset.from_dict({"text": list("abcde")}).select([3, 0])
+    del selection._fingerprint
+    assert flattened(selection) is selection and selection["text"] == ["d", "a"]
+
+
 def test_given_validation_file_is_used_as_is(tmp_path):
     splits = load(train_file=str(write(tmp_path / "a.csv")), validation_file=str(write(tmp_path / "b.csv", ROWS[:3])))
     assert len(splits["train"]) == 40 and list(splits["validation"]["text"]) == [r["text"] for r in ROWS[:3]]
