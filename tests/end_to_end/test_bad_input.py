@@ -608,13 +608,20 @@ def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(signals, tm
     import signal
     import subprocess
     import sys
+    import threading
 
     from tests.conftest import REPO
 
     run = {**tiny(tmp_path / "run"), **SAMPLE_DATA["lyrics"], "max_steps": 100000, "logging_steps": 1}
+    # Ctrl-C as a terminal sends it: a shell that starts the tests in the background has them ignore SIGINT, and
+    # Python then leaves it ignored in the run too
     process = subprocess.Popen([sys.executable, "-u", "-m", "hf_recipes.cli", "train", "lyrics", *cli_args(run)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = threading.Timer(300, process.kill)  # a run that never stops fails the test instead of hanging it
+    deadline.daemon = True
+    deadline.start()
     lines = []
     for line in process.stdout:  # wait until it trains
         lines.append(line)
@@ -629,6 +636,7 @@ def test_a_killed_cli_process_says_so_in_one_line_and_leaves_nothing(signals, tm
         process.send_signal(getattr(signal, name))
     lines += process.stdout.readlines()
     assert process.wait(timeout=120) == 2, "".join(lines)
+    deadline.cancel()
     errors = [line for line in lines if line.startswith("error:")]
     assert errors == [lines[-1]] and "interrupted" in errors[0] and "Traceback" not in "".join(lines)
     assert not (tmp_path / "run").exists()
