@@ -117,7 +117,7 @@ def hashed_batches(texts: Iterable[str], rows: int = CHECK_BATCH_ROWS
     """Batches of texts with, per text, its hash and the hash of its normalize_text (BLANK for a blank text).
 
     Comparing 64-bit hashes instead of the texts keeps a split's screen to 16 bytes a row; two different texts share
-    a hash with odds of about n**2 / 2**65 (1e-8 at a million rows)."""
+    a hash with odds of about n**2 / 2**65 (3e-8 at a million rows)."""
     texts = iter(texts)
     while batch := list(itertools.islice(texts, rows)):
         exact = np.fromiter((hash(t) if t.strip() else BLANK for t in batch), np.int64, len(batch))
