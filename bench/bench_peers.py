@@ -46,8 +46,6 @@ TINY = dict(n_layer=2, n_embd=128, n_head=2, n_positions=1024)
 LEARNING_RATE = 5e-4
 SEED = 42
 SENTIMENTS = ("negative", "neutral", "positive")  # the Kaggle tweets' labels
-ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
-          "\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:\n")
 
 
 # ---- the shared inputs: one data file per recipe, one saved model ------------------------------------------------
@@ -118,8 +116,10 @@ def shared_arguments(spec: dict) -> dict:
 
 
 def alpaca_prompt(record: dict) -> str:
-    section = f"\n\n### Input:\n{record['input']}" if (record.get("input") or "").strip() else ""
-    return ALPACA.format(instruction=record["instruction"], input_section=section)
+    from hf_recipes.prompts import ALPACA_INPUT, ALPACA_PROMPT  # the recipe's own: every contender sees one prompt
+
+    section = ALPACA_INPUT.format(input=record["input"]) if (record.get("input") or "").strip() else ""
+    return ALPACA_PROMPT.format(instruction=record["instruction"], input_section=section)
 
 
 def recipe_trainer(spec: dict):
@@ -304,7 +304,7 @@ def compare(recipe: str, opts, folder: Path, model: str) -> None:
         for contender in opts.contenders:
             spec = {"recipe": recipe, "contender": contender, "model": model, "files": files, "steps": opts.steps,
                     "batch_size": opts.batch_size, "max_length": opts.max_length, "seed": seed,
-                    "recipe_overrides": dict(item.split("=", 1) for item in opts.recipe_overrides),
+                    "recipe_overrides": dict(opts.recipe_overrides),
                     "output_dir": str(folder / f"run-{recipe}-{contender}-{seed}")}
             done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True,
                                   text=True, cwd=REPO)
@@ -317,7 +317,8 @@ def compare(recipe: str, opts, folder: Path, model: str) -> None:
     seeds = ", ".join(map(str, opts.seeds))
     print(f"\n{recipe}: {opts.records} train records, {opts.steps} steps of batch {opts.batch_size}, max length "
           f"{opts.max_length}, fp32, lr {LEARNING_RATE:g} linear, seed {seeds} (figures: their mean); s/step and "
-          "tokens/s exclude step 1" + (f"; recipe with {' '.join(opts.recipe_overrides)}" if opts.recipe_overrides
+          "tokens/s exclude step 1" + (f"; recipe with {' '.join(f'{k}={v}' for k, v in opts.recipe_overrides)}"
+                                       if opts.recipe_overrides
                                        else ""))
     print(f"machine: {machine_line()}")
     print(f"{'contender':<13}{'s/step':>9}{'real tok/s':>12}{'tok/step':>10}{'build s':>9}{'peak RSS MiB':>14}"
@@ -337,6 +338,17 @@ def compare(recipe: str, opts, folder: Path, model: str) -> None:
             print(f"  {contender}: held-out per seed " + ", ".join(f"{r['held_out_loss']:.4f}" for r in rs))
 
 
+def setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE from the command line; VALUE as JSON when it parses (numbers, true/false), else the text."""
+    key, equals, value = text.partition("=")
+    if not (key and equals):
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", choices=[*RECIPES, "all"], default="all")
@@ -349,8 +361,9 @@ def main() -> None:
                         help="train records taken from the real data (the next quarter of that, at least 100, held out)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[SEED],
                         help="run every contender once per seed (data order, dropout, new heads) and print the means")
-    parser.add_argument("--recipe_overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="settings of the recipe contender only, e.g. train_sampling_strategy=random")
+    parser.add_argument("--recipe_overrides", nargs="+", default=[], metavar="KEY=VALUE", type=setting,
+                        help="settings of the recipe contender only, e.g. train_sampling_strategy=random "
+                        "(a value reads as JSON when it can: 1e-3, true)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a single contender, in a subprocess
     opts = parser.parse_args()
     if opts.one:

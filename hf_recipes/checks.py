@@ -134,10 +134,9 @@ def find_leakage(texts_by_split: dict[str, Iterable[str]], unit: str, examples: 
     Blank texts are never counted as duplicates of each other.
     """
     hashes = [(exact, normal) for _, exact, normal in hashed_batches(texts_by_split["train"], batch_rows)]
-    train_exact = np.concatenate([exact for exact, _ in hashes] or [np.empty(0, np.int64)])
-    train_normal = np.concatenate([normal for _, normal in hashes] or [np.empty(0, np.int64)])
+    train_exact, train_normal = joined([exact for exact, _ in hashes]), joined([normal for _, normal in hashes])
     exact_seen, normal_seen = distinct(train_exact[train_exact != BLANK]), distinct(train_normal[train_normal != BLANK])
-    overlaps, held_out = {}, [np.empty(0, np.int64)]
+    overlaps, held_out = {}, []
     for split in EVALUATION_SPLITS:
         if split not in texts_by_split:
             continue
@@ -151,7 +150,7 @@ def find_leakage(texts_by_split: dict[str, Iterable[str]], unit: str, examples: 
                 if len(matched) < examples:
                     matched.setdefault(batch[i])
             split_normal.append(normal[normal != BLANK])
-        split_normal = distinct(np.concatenate(split_normal or [np.empty(0, np.int64)]))
+        split_normal = distinct(joined(split_normal))
         held_out.append(split_normal)
         overlaps[split] = SplitOverlap(rows=rows, exact=exact_copies, normalized=normalized,
                                        train_rows=int(occurs_in(train_normal, split_normal).sum()),
@@ -163,7 +162,11 @@ def find_leakage(texts_by_split: dict[str, Iterable[str]], unit: str, examples: 
         train_normalized_repeats=int((train_normal != BLANK).sum()) - len(normal_seen),
         overlaps=overlaps,
     )
-    return leakage, np.flatnonzero(~occurs_in(train_normal, distinct(np.concatenate(held_out))))
+    return leakage, np.flatnonzero(~occurs_in(train_normal, distinct(joined(held_out))))
+
+
+def joined(hashes: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(hashes) if hashes else np.empty(0, np.int64)
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
@@ -193,7 +196,7 @@ def leakage_sample(raw) -> dict:
 def screen_splits(raw, texts: dict[str, Iterable[str]], unit: str, dedupe: bool) -> Leakage:
     """Count rows shared between train and validation/test; with ``dedupe``, drop them from ``raw["train"]``."""
     leakage, keep = find_leakage(texts, unit)
-    if not hasattr(raw["train"], "__len__"):  # streamed: texts hold the head of train (leakage_sample)
+    if rows_of(raw["train"]) is None:  # streamed: texts hold the head of train (leakage_sample)
         leakage.streamed_train_sample = leakage.train_rows
     if dedupe:
         if not len(keep):

@@ -415,15 +415,15 @@ def drop_rows(raw: DatasetDict, column: str, keep: Callable[[Any], Any], what: s
     for split in list(raw):
         before = len(raw[split])
         if whole_column:
-            kept = np.flatnonzero(np.asarray(keep(arrow_column(raw[split], column))))
-            if len(kept) < before:
-                raw[split] = flattened(raw[split].select(kept))
+            kept = raw[split].select(np.flatnonzero(np.asarray(keep(arrow_column(raw[split], column)))))
         else:
-            raw[split] = flattened(raw[split].filter(
+            kept = raw[split].filter(
                 lambda batch: [keep(value) for value in batch[column]],
                 batched=True,
                 desc=f"Dropping rows {what} ({split})",
-            ))
+            )
+        if len(kept) < before:  # else the split stays as it was, with no mapping to flatten
+            raw[split] = flattened(kept)
         dropped[split] = before - len(raw[split])
         if dropped[split]:
             logger.warning("Dropped %d %s rows %s", dropped[split], split, what)
